@@ -1,0 +1,281 @@
+"""cloudhub: the gRPC end of every edge node's link, and the bus module behind it.
+
+What it does:
+- serves HubService.Connect (grpc.aio) with the standard health service and server reflection;
+- one NodeSession per node (node name from the "node-name" call metadata); a newer stream
+  for a node replaces the older one;
+- downstream: cloud modules send envelopes whose resource is `node/{node}/{ns}/{type}/{name}`;
+  cloudhub stores them in the per-node durable Outbox (collapse, RV order, resend) and streams
+  them in batches; replies to an edge's request skip the outbox;
+- upstream: each received envelope is validated (bad ones get an Error reply on the stream),
+  acks and keepalives are handled here, everything else is recorded in the durable Inbox
+  (de-duplicated by message id), acked, and handed to the bus group its route names.
+
+What it does not: decide what a node should receive (edgecontroller, devicecontroller and
+synccontroller do), or authenticate nodes (a later issue adds mTLS; the link is plaintext).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from kubeedge.hub.v1 import hub_pb2, hub_pb2_grpc
+
+from cloud.hub.inbox import Inbox
+from cloud.hub.session import NodeSession
+from cloud.settings import CloudSettings
+from common.bus import Bus
+from common.envelope import Message, is_ack, make_ack, make_error, split_node, validate, with_node
+from common.errors import BadMessage, UnknownModule
+from common.link import LinkFeeder
+from common.names import NODE_NAME_METADATA, Group, Module, Operation
+from common.outbox import Outbox
+from common.settings import split_host_port
+from common.sqlite import Database
+
+log = logging.getLogger(__name__)
+
+NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+SERVICE_NAME = hub_pb2.DESCRIPTOR.services_by_name["HubService"].full_name
+
+
+class CloudHub:
+    name = Module.CLOUDHUB
+    group = Group.HUB
+
+    def __init__(self, bus: Bus, settings: CloudSettings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.db = Database(Path(settings.data_dir) / "cloudhub.db", "SELECT 1")
+        self.outbox = Outbox(
+            self.db,
+            resend_interval=settings.resend_interval,
+            max_inflight=settings.max_inflight,
+            max_envelope_bytes=settings.max_message_bytes - 1024,
+        )
+        self.inbox = Inbox(self.db, settings.dedup_retention)
+        self.sessions: dict[str, NodeSession] = {}
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self.started = asyncio.Event()
+
+    # -- module lifecycle ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if self.server is None:
+            await self._start_server()
+        await self._redeliver()
+        await asyncio.gather(self._downstream(), self._housekeeping())
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            await self.server.stop(self.settings.stop_grace)
+            self.server = None
+        await self.outbox.flush_acks()
+        self.db.close()
+
+    async def _start_server(self) -> None:
+        limit = self.settings.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ]
+        )
+        hub_pb2_grpc.add_HubServiceServicer_to_server(_Servicer(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        host, port = split_host_port(self.settings.hub_listen, "--hub-listen")
+        self.port = server.add_insecure_port(f"{host}:{port}")
+        await server.start()
+        self.server = server
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("cloudhub serving HubService on %s:%d", host, self.port)
+        self.started.set()
+
+    async def _set_health(self, status: int) -> None:
+        await self.health.set(health.OVERALL_HEALTH, status)
+        await self.health.set(SERVICE_NAME, status)
+
+    # -- downstream: bus -> node ------------------------------------------------------------
+
+    async def _downstream(self) -> None:
+        """Move envelopes from the bus to node outboxes, a drained batch at a time."""
+        while True:
+            batch = [await self.bus.receive(self.name)]
+            while len(batch) < self.settings.batch_size * 10:
+                try:
+                    batch.append(self.bus.receive_nowait(self.name))
+                except asyncio.QueueEmpty:
+                    break
+            await self.send_to_nodes(batch)
+
+    async def send_to_nodes(self, msgs: list[Message]) -> None:
+        """Route envelopes addressed `node/{node}/...` to their nodes (durably, unless a reply)."""
+        per_node: dict[str, list[Message]] = {}
+        for msg in msgs:
+            try:
+                node, wire_resource = split_node(msg.route.resource)
+            except BadMessage as exc:
+                log.error("cloudhub: dropping message from %s: %s", msg.route.source, exc)
+                continue
+            msg.route.resource = wire_resource
+            if msg.header.parent_id:  # a reply to the edge: not stored, not resent
+                session = self.sessions.get(node)
+                if session is not None:
+                    session.feeder.push(msg)
+                continue
+            try:
+                self.outbox.check_size(msg)
+            except BadMessage as exc:
+                log.error("cloudhub: not sending to node %s: %s", node, exc.reason)
+                continue
+            per_node.setdefault(node, []).append(msg)
+        for node, node_msgs in per_node.items():
+            await self.outbox.put(node, node_msgs)
+
+    # -- upstream: node -> bus --------------------------------------------------------------
+
+    async def on_frame(self, session: NodeSession, msgs: list[Message]) -> None:
+        node = session.node
+        to_record: list[Message] = []
+        for msg in msgs:
+            try:
+                validate(msg)
+            except BadMessage as exc:
+                log.warning("cloudhub: bad message from node %s: %s", node, exc.reason)
+                session.feeder.push(make_error(msg, source=self.name, code=exc.code, reason=exc.reason))
+                continue
+            op = msg.route.operation
+            if is_ack(msg) or op == Operation.ERROR and msg.header.parent_id:
+                if self.outbox.ack(node, msg.header.parent_id) and op == Operation.ERROR:
+                    log.warning(
+                        "cloudhub: node %s rejected message %s: %s",
+                        node, msg.header.parent_id, msg.error.message,
+                    )
+                msg.route.resource = with_node(node, msg.route.resource)
+                self.bus.respond(msg)
+                continue
+            if op == Operation.KEEPALIVE:
+                reply = make_ack(msg, source=self.name)
+                reply.route.operation = Operation.KEEPALIVE
+                reply.keepalive.unacked = self.outbox.pending(node)
+                session.feeder.push(reply)
+                continue
+            if msg.header.parent_id:  # the edge's answer to a cloud module's request
+                msg.route.resource = with_node(node, msg.route.resource)
+                if not self.bus.respond(msg):
+                    log.debug("cloudhub: late reply %s from %s", msg.header.parent_id, node)
+                continue
+            to_record.append(msg)
+        if to_record:
+            await self._record_and_dispatch(session, to_record)
+
+    async def _record_and_dispatch(self, session: NodeSession, msgs: list[Message]) -> None:
+        node = session.node
+        routable: list[Message] = []
+        for msg in msgs:
+            if self.bus.has_group(msg.route.group):
+                routable.append(msg)
+            else:
+                reason = f"no cloud module serves group {msg.route.group!r}"
+                session.feeder.push(make_error(msg, source=self.name, code=404, reason=reason))
+        fresh = await self.inbox.record(node, routable)
+        for msg in routable:  # acked only now that the record is committed
+            session.feeder.push(make_ack(msg, source=self.name))
+        await self._dispatch(node, fresh)
+
+    async def _dispatch(self, node: str, msgs: list[Message]) -> None:
+        delivered = []
+        for msg in msgs:
+            msg.route.resource = with_node(node, msg.route.resource)
+            try:
+                await self.bus.send_to_group(msg.route.group, msg)
+            except UnknownModule:
+                log.error("cloudhub: group %s vanished; message %s kept", msg.route.group, msg.header.id)
+                continue
+            delivered.append((node, msg.header.id))
+        if delivered:
+            await self.inbox.mark_delivered(delivered)
+
+    async def _redeliver(self) -> None:
+        pending = self.inbox.undelivered()
+        if pending:
+            log.info("cloudhub: handing on %d recorded upstream message(s)", len(pending))
+        for node, msg in pending:
+            await self._dispatch(node, [msg])
+
+    async def _housekeeping(self) -> None:
+        interval = max(0.05, min(1.0, self.settings.resend_interval))
+        while True:
+            await asyncio.sleep(interval)
+            await self.outbox.flush_acks()
+            await self.inbox.prune()
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def open_session(self, node: str) -> NodeSession:
+        old = self.sessions.get(node)
+        if old is not None:
+            old.end("replaced by a newer stream from the same node")
+        self.outbox.reset(node)
+        feeder = LinkFeeder(
+            self.outbox,
+            node,
+            batch_size=self.settings.batch_size,
+            max_frame_bytes=self.settings.max_message_bytes - 1024,
+        )
+        session = NodeSession(node, feeder, self.settings.keepalive_timeout)
+        self.sessions[node] = session
+        log.info("cloudhub: node %s connected", node)
+        return session
+
+    def close_session(self, session: NodeSession) -> None:
+        if self.sessions.get(session.node) is session:
+            del self.sessions[session.node]
+        log.info("cloudhub: node %s disconnected: %s", session.node, session.end_reason)
+
+    def connected_nodes(self) -> list[str]:
+        return sorted(self.sessions)
+
+
+class _Servicer(hub_pb2_grpc.HubServiceServicer):  # type: ignore[misc]
+    def __init__(self, hub: CloudHub) -> None:
+        self.hub = hub
+
+    async def Connect(  # noqa: N802 - the name is the rpc's
+        self, request_iterator: AsyncIterator[hub_pb2.ConnectRequest], context: Any
+    ) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        node = metadata.get(NODE_NAME_METADATA, "")
+        if not node:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"call metadata must name the edge node in {NODE_NAME_METADATA!r}",
+            )
+        if not NODE_NAME.match(node):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"node name {node!r} is not a valid Kubernetes node name",
+            )
+        session = self.hub.open_session(node)
+        try:
+            await session.serve(context, self.hub.on_frame)
+        finally:
+            self.hub.close_session(session)
+        if session.end_reason.startswith("replaced"):
+            await context.abort(grpc.StatusCode.ABORTED, session.end_reason)
+        if session.end_reason.startswith("no message"):
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, session.end_reason)

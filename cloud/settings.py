@@ -1,0 +1,26 @@
+"""cloudcore's settings: every flag, its default, and what it means. Loaded once in main()."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.settings import setting
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    data_dir: Path = setting(None, "directory for cloudcore's state (SQLite files)", required=True)
+    hub_listen: str = setting("0.0.0.0:10000", "HOST:PORT where cloudhub serves HubService")
+    max_message_bytes: int = setting(4 * MiB, "largest gRPC message cloudhub accepts or sends")
+    keepalive_timeout: float = setting(30.0, "seconds of silence after which a node is dropped")
+    resend_interval: float = setting(5.0, "seconds before an un-acked downstream message is resent")
+    max_inflight: int = setting(2000, "most un-acked downstream messages per node at a time")
+    batch_size: int = setting(100, "most envelopes per stream message")
+    dedup_retention: float = setting(
+        86400.0, "seconds an upstream message id is remembered for de-duplication"
+    )
+    stop_grace: float = setting(5.0, "seconds open streams get to finish on shutdown")
+    log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")

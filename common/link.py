@@ -1,0 +1,74 @@
+"""What feeds one hub stream, on either end: control messages first, then outbox batches.
+
+Control messages (acks, errors, keepalives, replies) are small, never stored and never
+resent; they go out ahead of data so acks are not stuck behind a long queue. Data comes from
+the durable Outbox for this link's target. A frame holds at most `batch_size` envelopes and
+stays under `max_frame_bytes`, so one stream message carries many envelopes without ever
+tripping the peer's size limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from common.envelope import Message
+from common.outbox import Outbox
+
+# Room left in a frame for the repeated-field framing of each envelope.
+_PER_ENVELOPE_OVERHEAD = 8
+
+
+class LinkFeeder:
+    def __init__(
+        self, outbox: Outbox, target: str, *, batch_size: int, max_frame_bytes: int
+    ) -> None:
+        self.outbox = outbox
+        self.target = target
+        self.batch_size = batch_size
+        self.max_frame_bytes = max_frame_bytes
+        self._control: deque[Message] = deque()
+        self._held: deque[Message] = deque()
+
+    def push(self, msg: Message) -> None:
+        """Queue a control message for the next frame."""
+        self._control.append(msg)
+        self.outbox.ready_event(self.target).set()
+
+    def _collect(self) -> list[Message]:
+        batch: list[Message] = []
+        size = 0
+        sources = (self._held, self._control)
+        for source in sources:
+            while source and len(batch) < self.batch_size:
+                msg = source[0]
+                msg_size = msg.ByteSize() + _PER_ENVELOPE_OVERHEAD
+                if batch and size + msg_size > self.max_frame_bytes:
+                    return batch
+                source.popleft()
+                batch.append(msg)
+                size += msg_size
+        if len(batch) < self.batch_size:
+            for msg in self.outbox.take(self.target, self.batch_size - len(batch)):
+                msg_size = msg.ByteSize() + _PER_ENVELOPE_OVERHEAD
+                if batch and size + msg_size > self.max_frame_bytes:
+                    self._held.append(msg)
+                    continue
+                batch.append(msg)
+                size += msg_size
+        return batch
+
+    async def next_frame(self) -> list[Message]:
+        """Wait until something is due, then return the next batch of envelopes."""
+        ready = self.outbox.ready_event(self.target)
+        while True:
+            batch = self._collect()
+            if batch:
+                return batch
+            if self._held or self._control:
+                continue
+            timeout = self.outbox.next_resend_in(self.target)
+            try:
+                await asyncio.wait_for(ready.wait(), timeout)
+            except TimeoutError:
+                pass

@@ -1,0 +1,79 @@
+"""Names of modules, groups, operations and resource types: the vocabulary of the bus and the wire.
+
+Every string a route carries comes from here, so a typo is a NameError, not a silent misroute.
+The values follow KubeEdge (edge/pkg/common/modules, beehive model) where KubeEdge has a name.
+"""
+
+from enum import StrEnum
+
+
+class Module(StrEnum):
+    """A module registered on a process's bus."""
+
+    CLOUDHUB = "cloudhub"
+    EDGECONTROLLER = "edgecontroller"
+    DEVICECONTROLLER = "devicecontroller"
+    SYNCCONTROLLER = "synccontroller"
+    EDGEHUB = "edgehub"
+    METAMANAGER = "metamanager"
+    EDGED = "edged"
+    DEVICETWIN = "twin"
+    EVENTBUS = "eventbus"
+
+
+class Group(StrEnum):
+    """A group of modules; a message routed to a group reaches every module in it."""
+
+    HUB = "hub"
+    META = "meta"
+    RESOURCE = "resource"
+    TWIN = "twin"
+    EDGED = "edged"
+    BUS = "bus"
+    USER = "user"
+
+
+class Operation(StrEnum):
+    """What a message does to its resource."""
+
+    INSERT = "insert"
+    UPDATE = "update"
+    PATCH = "patch"
+    DELETE = "delete"
+    QUERY = "query"
+    RESPONSE = "response"
+    ERROR = "error"
+    KEEPALIVE = "keepalive"
+    UPLOAD = "upload"
+
+
+KNOWN_OPERATIONS = frozenset(op.value for op in Operation)
+
+# Operations that change an object: queued updates of one object collapse into the newest.
+OBJECT_OPERATIONS = frozenset({Operation.INSERT, Operation.UPDATE, Operation.PATCH, Operation.DELETE})
+
+
+class ResourceType(StrEnum):
+    """The {type} part of a resource string, as KubeEdge spells it."""
+
+    POD = "pod"
+    POD_STATUS = "podstatus"
+    NODE = "node"
+    NODE_STATUS = "nodestatus"
+    LEASE = "lease"
+    CONFIGMAP = "configmap"
+    SECRET = "secret"
+    EVENT = "event"
+    DEVICE = "device"
+    DEVICE_MODEL = "devicemodel"
+    TWIN = "twin"
+    MEMBERSHIP = "membership"
+    LOG = "log"
+    UPLOAD = "upload"
+
+
+# The namespace part of a resource string for cluster-scoped objects (KubeEdge's convention).
+CLUSTER_NAMESPACE = "null"
+
+# gRPC call metadata key naming the edge node that opens a HubService stream.
+NODE_NAME_METADATA = "node-name"

@@ -1,0 +1,242 @@
+"""The durable send queue both hub ends use: cloud→node downstream, edge→cloud upstream.
+
+Rules (DESIGN.md, reliable delivery):
+- a message is stored in SQLite before it can be sent, and leaves only when the peer acks it;
+- queued updates of one object (same resource) collapse into the newest;
+- an update whose resourceVersion is older than one already queued or sent for that object is
+  dropped, so an older version is never sent after a newer one; deletes always pass;
+- un-acked messages are resent after `resend_interval`; a reconnect makes all of them due.
+
+Memory holds, per target, the unsent messages in order and the in-flight ones in send order,
+so choosing the next batch costs O(batch). Acks are removed from memory at once and from
+SQLite in batches (a lost delete only causes a resend, which the receiver de-duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import apsw
+
+from common.envelope import Message, object_key, rv_older
+from common.errors import BadMessage
+from common.names import Operation
+from common.sqlite import Database
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    target TEXT NOT NULL,
+    msg_id TEXT NOT NULL UNIQUE,
+    key TEXT,
+    envelope BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox_rv (
+    target TEXT NOT NULL,
+    key TEXT NOT NULL,
+    rv TEXT NOT NULL,
+    PRIMARY KEY (target, key)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(slots=True)
+class _Entry:
+    msg: Message
+    key: str | None
+    sent_at: float = 0.0
+
+
+@dataclass
+class _Target:
+    unsent: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+    inflight: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+    by_key: dict[str, str] = field(default_factory=dict)
+    last_rv: dict[str, str] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __len__(self) -> int:
+        return len(self.unsent) + len(self.inflight)
+
+
+class Outbox:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        resend_interval: float,
+        max_inflight: int,
+        max_envelope_bytes: int,
+    ) -> None:
+        self.db = db
+        self.resend_interval = resend_interval
+        self.max_inflight = max_inflight
+        self.max_envelope_bytes = max_envelope_bytes
+        self._targets: dict[str, _Target] = {}
+        self._acked: list[str] = []
+        self.db.run_blocking(lambda c: c.execute(SCHEMA))
+        self._load()
+
+    def _target(self, target: str) -> _Target:
+        t = self._targets.get(target)
+        if t is None:
+            t = self._targets[target] = _Target()
+        return t
+
+    def _load(self) -> None:
+        def read(conn: apsw.Connection) -> tuple[list[tuple[str, bytes]], list[tuple[str, str, str]]]:
+            rows = list(conn.execute("SELECT target, envelope FROM outbox ORDER BY seq"))
+            rvs = list(conn.execute("SELECT target, key, rv FROM outbox_rv"))
+            return rows, rvs  # type: ignore[return-value]
+
+        rows, rvs = self.db.run_blocking(read)
+        for target, key, rv in rvs:
+            self._target(target).last_rv[key] = rv
+        for target, blob in rows:
+            msg = Message.FromString(blob)
+            t = self._target(target)
+            key = object_key(msg)
+            t.unsent[msg.header.id] = _Entry(msg, key)
+            if key is not None:
+                t.by_key[key] = msg.header.id
+        if rows:
+            log.info("outbox: %d un-acked message(s) loaded for resend", len(rows))
+
+    # -- producers -------------------------------------------------------------------------
+
+    def check_size(self, msg: Message) -> None:
+        if msg.ByteSize() > self.max_envelope_bytes:
+            raise BadMessage(
+                f"message {msg.header.id} is {msg.ByteSize()} bytes, over the "
+                f"{self.max_envelope_bytes}-byte limit",
+                code=413,
+            )
+
+    async def put(self, target: str, msgs: list[Message]) -> list[bool]:
+        """Store messages for `target` durably; returns, per message, whether it was queued
+        (False: dropped as older than what was already queued or sent for its object)."""
+        for msg in msgs:
+            self.check_size(msg)
+        t = self._target(target)
+        accepted: list[bool] = []
+        inserts: list[tuple[str, str, str | None, bytes]] = []
+        replaced: list[str] = []
+        rvs: list[tuple[str, str, str]] = []
+        for msg in msgs:
+            key = object_key(msg)
+            rv = msg.header.resource_version
+            if key is not None:
+                is_delete = msg.route.operation == Operation.DELETE
+                if not is_delete and rv_older(rv, t.last_rv.get(key, "")):
+                    accepted.append(False)
+                    continue
+                old_id = t.by_key.pop(key, None)
+                if old_id is not None:
+                    if t.unsent.pop(old_id, None) is None:
+                        t.inflight.pop(old_id, None)
+                    replaced.append(old_id)
+                t.by_key[key] = msg.header.id
+                if rv:
+                    t.last_rv[key] = rv
+                    rvs.append((target, key, rv))
+            t.unsent[msg.header.id] = _Entry(msg, key)
+            inserts.append((target, msg.header.id, key, msg.SerializeToString()))
+            accepted.append(True)
+
+        def write(conn: apsw.Connection) -> None:
+            conn.executemany("DELETE FROM outbox WHERE msg_id = ?", ((i,) for i in replaced))
+            conn.executemany(
+                "INSERT INTO outbox (target, msg_id, key, envelope) VALUES (?, ?, ?, ?)", inserts
+            )
+            conn.executemany(
+                "INSERT INTO outbox_rv (target, key, rv) VALUES (?, ?, ?) "
+                "ON CONFLICT (target, key) DO UPDATE SET rv = excluded.rv",
+                rvs,
+            )
+
+        if inserts:
+            await self.db.transaction(write)
+            t.ready.set()
+        return accepted
+
+    # -- the sender ------------------------------------------------------------------------
+
+    def take(self, target: str, limit: int, now: float | None = None) -> list[Message]:
+        """Up to `limit` messages due now: resends first (oldest send first), then new ones.
+        Marks them in flight; never exceeds `max_inflight` un-acked messages."""
+        t = self._target(target)
+        now = time.monotonic() if now is None else now
+        out: list[Message] = []
+        while t.inflight and len(out) < limit:
+            msg_id, entry = next(iter(t.inflight.items()))
+            if now - entry.sent_at < self.resend_interval:
+                break
+            t.inflight.move_to_end(msg_id)
+            entry.sent_at = now
+            out.append(entry.msg)
+        while t.unsent and len(out) < limit and len(t.inflight) < self.max_inflight:
+            msg_id, entry = t.unsent.popitem(last=False)
+            entry.sent_at = now
+            t.inflight[msg_id] = entry
+            out.append(entry.msg)
+        if not t.unsent or len(t.inflight) >= self.max_inflight:
+            t.ready.clear()
+        return out
+
+    def next_resend_in(self, target: str, now: float | None = None) -> float | None:
+        """Seconds until the oldest in-flight message is due again, None when none is."""
+        t = self._target(target)
+        if not t.inflight:
+            return None
+        now = time.monotonic() if now is None else now
+        entry = next(iter(t.inflight.values()))
+        return max(0.0, entry.sent_at + self.resend_interval - now)
+
+    def ready_event(self, target: str) -> asyncio.Event:
+        """Set while `target` has unsent messages and room in its window."""
+        return self._target(target).ready
+
+    def ack(self, target: str, msg_id: str) -> bool:
+        """The peer applied `msg_id`: forget it. False when it was not (or no longer) queued."""
+        t = self._target(target)
+        entry = t.inflight.pop(msg_id, None) or t.unsent.pop(msg_id, None)
+        if entry is None:
+            return False
+        if entry.key is not None and t.by_key.get(entry.key) == msg_id:
+            del t.by_key[entry.key]
+        self._acked.append(msg_id)
+        if t.unsent and len(t.inflight) < self.max_inflight:
+            t.ready.set()
+        return True
+
+    def reset(self, target: str) -> None:
+        """The link to `target` was re-established: everything un-acked is due again, in order."""
+        t = self._target(target)
+        if not t.inflight:
+            return
+        merged: OrderedDict[str, _Entry] = OrderedDict(t.inflight)
+        merged.update(t.unsent)
+        t.unsent, t.inflight = merged, OrderedDict()
+        t.ready.set()
+
+    def pending(self, target: str) -> int:
+        return len(self._target(target))
+
+    def targets(self) -> list[str]:
+        return [name for name, t in self._targets.items() if len(t)]
+
+    async def flush_acks(self) -> int:
+        """Delete acked messages from SQLite; returns how many."""
+        if not self._acked:
+            return 0
+        done, self._acked = self._acked, []
+        await self.db.transaction(
+            lambda c: c.executemany("DELETE FROM outbox WHERE msg_id = ?", ((i,) for i in done))
+        )
+        return len(done)

@@ -1,0 +1,67 @@
+"""SQLite through apsw, for both sides: WAL mode, one writer thread, async callers.
+
+Every database is used from one dedicated thread (an executor with one worker), so the event
+loop never blocks on SQLite and writes are serialized without locks. `Database.run(fn)` runs
+`fn(connection)` on that thread; `Database.transaction(fn)` wraps it in BEGIN IMMEDIATE/COMMIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import apsw
+
+T = TypeVar("T")
+
+
+class Database:
+    def __init__(self, path: Path, schema: str, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"sqlite-{path.name}"
+        )
+        self._conn: apsw.Connection | None = None
+        self._executor.submit(self._open, schema, synchronous).result()
+
+    def _open(self, schema: str, synchronous: str) -> None:
+        conn = apsw.Connection(str(self.path))
+        conn.set_busy_timeout(5_000)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        with conn:
+            conn.execute(schema)
+        self._conn = conn
+
+    @property
+    def conn(self) -> apsw.Connection:
+        assert self._conn is not None, "database used after close"
+        return self._conn
+
+    async def run(self, fn: Callable[[apsw.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, self.conn)
+
+    async def transaction(self, fn: Callable[[apsw.Connection], T]) -> T:
+        def wrapped(conn: apsw.Connection) -> T:
+            with conn:  # apsw: a savepoint/transaction committed on success, rolled back on error
+                return fn(conn)
+
+        return await self.run(wrapped)
+
+    def run_blocking(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """For start-up code outside the event loop."""
+        return self._executor.submit(fn, self.conn).result()
+
+    def close(self) -> None:
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        self._executor.submit(_close).result()
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,58 @@
+"""edgecore: the edge part. `register_modules` is the map of the process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from common import logs, settings
+from common.bus import Bus
+from common.process import serve
+from common.sqlite import Database
+from common.supervisor import Supervisor
+from edge.hub.module import EdgeHub
+from edge.meta.module import MetaManager
+from edge.settings import EdgeSettings
+
+DESCRIPTION = (
+    "edgecore: kubeedge-py's edge part. Keeps one gRPC stream to cloudcore, stores everything "
+    "it receives in SQLite before acknowledging it, and queues what it reports in a durable "
+    "outbox, so the node keeps working when the cloud is away."
+)
+
+
+def open_database(cfg: EdgeSettings) -> Database:
+    """The node's one SQLite file: metamanager's store and edgehub's outbox share its writer."""
+    return Database(Path(cfg.data_dir) / "edge.db", "SELECT 1")
+
+
+def register_modules(supervisor: Supervisor, cfg: EdgeSettings, db: Database) -> EdgeHub:
+    """Every edgecore module, in start order (stopped in reverse)."""
+    supervisor.add(MetaManager(supervisor.bus, db))
+    hub = EdgeHub(supervisor.bus, cfg, db)
+    supervisor.add(hub)
+    return hub
+
+
+async def run(cfg: EdgeSettings) -> None:
+    db = open_database(cfg)
+    try:
+        supervisor = Supervisor(Bus(), stop_timeout=cfg.stop_grace)
+        register_modules(supervisor, cfg, db)
+        await serve(supervisor, f"edgecore {cfg.node_name}")
+    finally:
+        db.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = settings.load(EdgeSettings, argv, "edgecore", DESCRIPTION)
+    logs.setup(cfg.log_level, f"edgecore[{cfg.node_name}]")
+    try:
+        asyncio.run(run(cfg))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
