@@ -1,13 +1,13 @@
 """One exception tree for kubeedge-py; third-party errors are wrapped at the module that owns them.
 
-    KubeEdgeError
-    ├── TemporaryError        retrying later may succeed (link down, peer busy, timeout)
-    │   ├── LinkDownError     the hub stream is not connected
-    │   └── ResponseTimeout   send_sync got no reply in time
-    └── PermanentError        retrying the same thing fails the same way
-        ├── BadMessage        an envelope that cannot be handled (no body, bad route, ...)
-        ├── UnknownModule     the bus has no module or group by that name
-        └── ConfigError       settings that cannot work (bad address, unreadable config file)
+KubeEdgeError
+├── TemporaryError        retrying later may succeed (link down, peer busy, timeout)
+│   ├── LinkDownError     the hub stream is not connected
+│   └── ResponseTimeout   send_sync got no reply in time
+└── PermanentError        retrying the same thing fails the same way
+    ├── BadMessage        an envelope that cannot be handled (no body, bad route, ...)
+    ├── UnknownModule     the bus has no module or group by that name
+    └── ConfigError       settings that cannot work (bad address, unreadable config file)
 """
 
 

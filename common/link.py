@@ -10,6 +10,7 @@ tripping the peer's size limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 from common.envelope import Message
@@ -68,7 +69,5 @@ class LinkFeeder:
             if self._held or self._control:
                 continue
             timeout = self.outbox.next_resend_in(self.target)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ready.wait(), timeout)
-            except TimeoutError:
-                pass

@@ -50,7 +50,9 @@ class Operation(StrEnum):
 KNOWN_OPERATIONS = frozenset(op.value for op in Operation)
 
 # Operations that change an object: queued updates of one object collapse into the newest.
-OBJECT_OPERATIONS = frozenset({Operation.INSERT, Operation.UPDATE, Operation.PATCH, Operation.DELETE})
+OBJECT_OPERATIONS = frozenset(
+    {Operation.INSERT, Operation.UPDATE, Operation.PATCH, Operation.DELETE}
+)
 
 
 class ResourceType(StrEnum):

@@ -90,10 +90,12 @@ class Outbox:
         return t
 
     def _load(self) -> None:
-        def read(conn: apsw.Connection) -> tuple[list[tuple[str, bytes]], list[tuple[str, str, str]]]:
+        def read(
+            conn: apsw.Connection,
+        ) -> tuple[list[tuple[str, bytes]], list[tuple[str, str, str]]]:
             rows = list(conn.execute("SELECT target, envelope FROM outbox ORDER BY seq"))
             rvs = list(conn.execute("SELECT target, key, rv FROM outbox_rv"))
-            return rows, rvs  # type: ignore[return-value]
+            return rows, rvs
 
         rows, rvs = self.db.run_blocking(read)
         for target, key, rv in rvs:
@@ -101,10 +103,10 @@ class Outbox:
         for target, blob in rows:
             msg = Message.FromString(blob)
             t = self._target(target)
-            key = object_key(msg)
-            t.unsent[msg.header.id] = _Entry(msg, key)
-            if key is not None:
-                t.by_key[key] = msg.header.id
+            obj_key = object_key(msg)
+            t.unsent[msg.header.id] = _Entry(msg, obj_key)
+            if obj_key is not None:
+                t.by_key[obj_key] = msg.header.id
         if rows:
             log.info("outbox: %d un-acked message(s) loaded for resend", len(rows))
 

@@ -49,7 +49,8 @@ class Database:
     async def transaction(self, fn: Callable[[apsw.Connection], T]) -> T:
         def wrapped(conn: apsw.Connection) -> T:
             with conn:  # apsw: a savepoint/transaction committed on success, rolled back on error
-                return fn(conn)
+                result = fn(conn)
+            return result
 
         return await self.run(wrapped)
 

@@ -12,13 +12,17 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class EdgeSettings:
-    data_dir: Path = setting(None, "directory for edgecore's state (SQLite store, outbox)", required=True)
+    data_dir: Path = setting(
+        None, "directory for edgecore's state (SQLite store, outbox)", required=True
+    )
     node_name: str = setting(None, "this edge node's name (a Kubernetes node name)", required=True)
     cloud: str = setting("127.0.0.1:10000", "HOST:PORT of cloudcore's HubService")
     max_message_bytes: int = setting(4 * MiB, "largest gRPC message edgehub sends or accepts")
     keepalive_interval: float = setting(15.0, "seconds between keepalives to the cloud")
     keepalive_timeout: float = setting(30.0, "seconds of cloud silence before reconnecting")
-    reconnect_initial: float = setting(1.0, "first reconnect delay in seconds (then doubled, jittered)")
+    reconnect_initial: float = setting(
+        1.0, "first reconnect delay in seconds (then doubled, jittered)"
+    )
     reconnect_max: float = setting(30.0, "longest reconnect delay in seconds")
     resend_interval: float = setting(5.0, "seconds before an un-acked upstream message is resent")
     max_inflight: int = setting(2000, "most un-acked upstream messages at a time")

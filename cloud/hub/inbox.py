@@ -73,9 +73,7 @@ class Inbox:
         cutoff = now_ms() - self.retention_ms
 
         def delete(conn: apsw.Connection) -> int:
-            conn.execute(
-                "DELETE FROM inbox WHERE received_ms < ? AND envelope IS NULL", (cutoff,)
-            )
+            conn.execute("DELETE FROM inbox WHERE received_ms < ? AND envelope IS NULL", (cutoff,))
             return conn.changes()
 
         return await self.db.transaction(delete)

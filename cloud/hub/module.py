@@ -48,8 +48,8 @@ SERVICE_NAME = hub_pb2.DESCRIPTOR.services_by_name["HubService"].full_name
 
 
 class CloudHub:
-    name = Module.CLOUDHUB
-    group = Group.HUB
+    name: str = Module.CLOUDHUB
+    group: str = Group.HUB
 
     def __init__(self, bus: Bus, settings: CloudSettings) -> None:
         self.bus = bus
@@ -156,14 +156,18 @@ class CloudHub:
                 validate(msg)
             except BadMessage as exc:
                 log.warning("cloudhub: bad message from node %s: %s", node, exc.reason)
-                session.feeder.push(make_error(msg, source=self.name, code=exc.code, reason=exc.reason))
+                session.feeder.push(
+                    make_error(msg, source=self.name, code=exc.code, reason=exc.reason)
+                )
                 continue
             op = msg.route.operation
-            if is_ack(msg) or op == Operation.ERROR and msg.header.parent_id:
+            if is_ack(msg) or (op == Operation.ERROR and msg.header.parent_id):
                 if self.outbox.ack(node, msg.header.parent_id) and op == Operation.ERROR:
                     log.warning(
                         "cloudhub: node %s rejected message %s: %s",
-                        node, msg.header.parent_id, msg.error.message,
+                        node,
+                        msg.header.parent_id,
+                        msg.error.message,
                     )
                 msg.route.resource = with_node(node, msg.route.resource)
                 self.bus.respond(msg)
@@ -204,7 +208,9 @@ class CloudHub:
             try:
                 await self.bus.send_to_group(msg.route.group, msg)
             except UnknownModule:
-                log.error("cloudhub: group %s vanished; message %s kept", msg.route.group, msg.header.id)
+                log.error(
+                    "cloudhub: group %s vanished; message %s kept", msg.route.group, msg.header.id
+                )
                 continue
             delivered.append((node, msg.header.id))
         if delivered:
@@ -251,11 +257,11 @@ class CloudHub:
         return sorted(self.sessions)
 
 
-class _Servicer(hub_pb2_grpc.HubServiceServicer):  # type: ignore[misc]
+class _Servicer(hub_pb2_grpc.HubServiceServicer):  # type: ignore[misc]  # generated, untyped
     def __init__(self, hub: CloudHub) -> None:
         self.hub = hub
 
-    async def Connect(  # noqa: N802 - the name is the rpc's
+    async def Connect(
         self, request_iterator: AsyncIterator[hub_pb2.ConnectRequest], context: Any
     ) -> None:
         metadata = dict(context.invocation_metadata() or ())

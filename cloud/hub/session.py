@@ -86,4 +86,3 @@ class NodeSession:
                 self.end(f"no message for {silent:.1f}s (keepalive timeout)")
                 return
             await asyncio.sleep(self.keepalive_timeout - silent)
-

@@ -34,12 +34,13 @@ from edge.settings import EdgeSettings
 
 log = logging.getLogger(__name__)
 
+HubCall = grpc.aio.StreamStreamCall[hub_pb2.ConnectRequest, hub_pb2.ConnectResponse]
 CLOUD = "cloud"  # the outbox target: everything upstream goes to the one cloud
 
 
 class EdgeHub:
-    name = Module.EDGEHUB
-    group = Group.HUB
+    name: str = Module.EDGEHUB
+    group: str = Group.HUB
 
     def __init__(self, bus: Bus, settings: EdgeSettings, db: Database) -> None:
         self.bus = bus
@@ -73,7 +74,7 @@ class EdgeHub:
             healthy = await self._connect_once()
             if healthy:
                 delay = self.settings.reconnect_initial
-            wait = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not cryptography
+            wait = random.uniform(delay / 2, delay)
             log.info("edgehub: reconnecting to %s in %.2fs", self.settings.cloud, wait)
             await asyncio.sleep(wait)
             delay = min(delay * 2, self.settings.reconnect_max)
@@ -113,10 +114,10 @@ class EdgeHub:
                 call.cancel()
         return self._heard
 
-    async def _read(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+    async def _read(self, call: HubCall) -> None:
         while True:
             response = await call.read()
-            if response is grpc.aio.EOF:
+            if response is grpc.aio.EOF or not isinstance(response, hub_pb2.ConnectResponse):
                 log.warning("edgehub: cloud closed the stream")
                 return
             self._last_heard = time.monotonic()
@@ -124,10 +125,12 @@ class EdgeHub:
             if not self.connected.is_set():
                 self.connects += 1
                 self.connected.set()
-                log.info("edgehub: connected to %s as %s", self.settings.cloud, self.settings.node_name)
+                log.info(
+                    "edgehub: connected to %s as %s", self.settings.cloud, self.settings.node_name
+                )
             await self._on_frame(list(response.messages))
 
-    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+    async def _write(self, call: HubCall) -> None:
         # The first frame is a keepalive, so the cloud answers at once and the link is known good.
         self.feeder.push(self._keepalive_message())
         while True:
@@ -156,7 +159,9 @@ class EdgeHub:
                 validate(msg)
             except BadMessage as exc:
                 log.warning("edgehub: bad message from the cloud: %s", exc.reason)
-                self.feeder.push(make_error(msg, source=self.name, code=exc.code, reason=exc.reason))
+                self.feeder.push(
+                    make_error(msg, source=self.name, code=exc.code, reason=exc.reason)
+                )
                 continue
             op = msg.route.operation
             if op == Operation.KEEPALIVE:
@@ -165,7 +170,9 @@ class EdgeHub:
                 if self.outbox.ack(CLOUD, msg.header.parent_id) and op == Operation.ERROR:
                     log.warning(
                         "edgehub: cloud rejected message %s: %d %s",
-                        msg.header.parent_id, msg.error.code, msg.error.message,
+                        msg.header.parent_id,
+                        msg.error.code,
+                        msg.error.message,
                     )
                 self.bus.respond(msg)
                 continue

@@ -25,8 +25,8 @@ BATCH = 500
 
 
 class MetaManager:
-    name = Module.METAMANAGER
-    group = Group.META
+    name: str = Module.METAMANAGER
+    group: str = Group.META
 
     def __init__(self, bus: Bus, db: Database) -> None:
         self.bus = bus
@@ -59,7 +59,9 @@ class MetaManager:
                     continue
                 objects.append(msg)
             else:
-                await self._reject(msg, BadMessage(f"metamanager cannot store a {msg.WhichOneof('body')}"))
+                await self._reject(
+                    msg, BadMessage(f"metamanager cannot store a {msg.WhichOneof('body')}")
+                )
         if not objects:
             return
         changed = await self.store.apply(objects)
@@ -76,7 +78,11 @@ class MetaManager:
 
     async def _answer(self, msg: Message) -> None:
         q = msg.query
-        type_ = parse_resource(msg.route.resource).type if msg.route.resource.count("/") >= 2 else q.kind.lower()
+        type_ = (
+            parse_resource(msg.route.resource).type
+            if msg.route.resource.count("/") >= 2
+            else q.kind.lower()
+        )
         reply = reply_to(msg, source=self.name)
         for obj in await self.store.list(type_, q.namespace or None):
             if q.name and obj.name != q.name:
