@@ -52,6 +52,13 @@ class Supervisor:
         self.bus.register(module.name, module.group)
         self._modules.append(module)
 
+    def get(self, name: str) -> Module:
+        """The registered module called `name`."""
+        for module in self._modules:
+            if module.name == name:
+                return module
+        raise KeyError(name)
+
     async def start(self) -> None:
         for module in self._modules:
             self._tasks[module.name] = asyncio.create_task(

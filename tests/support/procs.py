@@ -1,0 +1,75 @@
+"""Start cloudcore/edgecore (or a test entry point) as a real subprocess and read its output."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+
+class Proc:
+    def __init__(self, args: Sequence[str], name: str) -> None:
+        self.args = list(args)
+        self.name = name
+        self.lines: list[str] = []
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._new_line = asyncio.Event()
+
+    async def start(self) -> Proc:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )
+        self._reader = asyncio.create_task(self._read(), name=f"proc-output:{self.name}")
+        return self
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while line := await self._proc.stdout.readline():
+            self.lines.append(line.decode(errors="replace").rstrip())
+            self._new_line.set()
+
+    async def wait_line(self, needle: str, timeout: float = 20.0) -> str:
+        """The first output line containing `needle` (waiting for it)."""
+        async with asyncio.timeout(timeout):
+            seen = 0
+            while True:
+                for line in self.lines[seen:]:
+                    if needle in line:
+                        return line
+                seen = len(self.lines)
+                if self._proc is not None and self._proc.returncode is not None:
+                    raise AssertionError(f"{self.name} exited: {self.output()}")
+                self._new_line.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._new_line.wait(), 0.5)
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-40:])
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        await self._stop(signal.SIGKILL)
+
+    async def terminate(self) -> int:
+        return await self._stop(signal.SIGTERM)
+
+    async def _stop(self, sig: int) -> int:
+        assert self._proc is not None
+        if self._proc.returncode is None:
+            self._proc.send_signal(sig)
+        code = await asyncio.wait_for(self._proc.wait(), 20)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, 5)
+        return code
+
+
+def python(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
