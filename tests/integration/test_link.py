@@ -74,7 +74,7 @@ async def test_ack_is_sent_only_after_commit(cloud: CloudStack, edge: EdgeStack)
         row = store.db.conn.execute(
             "SELECT count(*) FROM meta WHERE key LIKE 'default/configmap/%'"
         )
-        if list(row)[0][0] == 0:
+        if next(iter(row))[0] == 0:
             seen_acked_before_commit.append(msg_id)
         return original_ack(target, msg_id)
 
