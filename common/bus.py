@@ -2,8 +2,8 @@
 
 Each registered module owns an inbox queue. `send` delivers to one module, `send_to_group` to
 every module of a group, `send_sync` waits for the reply whose parent id is the request's id,
-and `respond` either completes such a wait or, when nobody waits, delivers the reply to the
-module named in its route. The bus carries the generated protobuf envelope itself. It is made
+and `respond` completes such a wait (returning False when nobody waits, so the caller can
+route the reply itself). The bus carries the generated protobuf envelope itself. It is made
 once per process and passed to every module; there is no global bus.
 """
 

@@ -39,7 +39,7 @@ class LinkFeeder:
     def _collect(self) -> list[Message]:
         batch: list[Message] = []
         size = 0
-        sources = (self._held, self._control)
+        sources = (self._control, self._held)
         for source in sources:
             while source and len(batch) < self.batch_size:
                 msg = source[0]

@@ -80,6 +80,7 @@ class Outbox:
         self.max_envelope_bytes = max_envelope_bytes
         self._targets: dict[str, _Target] = {}
         self._acked: list[str] = []
+        self._put_lock = asyncio.Lock()
         self.db.run_blocking(lambda c: c.execute(SCHEMA))
         self._load()
 
@@ -122,50 +123,64 @@ class Outbox:
 
     async def put(self, target: str, msgs: list[Message]) -> list[bool]:
         """Store messages for `target` durably; returns, per message, whether it was queued
-        (False: dropped as older than what was already queued or sent for its object)."""
+        (False: dropped as older than what was already queued or sent for its object).
+        Nothing is visible to the sender before its row is committed."""
         for msg in msgs:
             self.check_size(msg)
-        t = self._target(target)
+        async with self._put_lock:  # one planner at a time: plans read last_rv and by_key
+            t = self._target(target)
+            accepted, survivors, rvs = self._plan(t, msgs)
+            replaced = [t.by_key[k] for _, k in survivors if k is not None and k in t.by_key]
+
+            def write(conn: apsw.Connection) -> None:
+                conn.executemany(
+                    "INSERT INTO outbox (target, msg_id, key, envelope) VALUES (?, ?, ?, ?)",
+                    ((target, m.header.id, k, m.SerializeToString()) for m, k in survivors),
+                )
+                conn.executemany("DELETE FROM outbox WHERE msg_id = ?", ((i,) for i in replaced))
+                conn.executemany(
+                    "INSERT INTO outbox_rv (target, key, rv) VALUES (?, ?, ?) "
+                    "ON CONFLICT (target, key) DO UPDATE SET rv = excluded.rv",
+                    ((target, k, rv) for k, rv in rvs.items()),
+                )
+
+            if not survivors:
+                return accepted
+            await self.db.transaction(write)
+            for msg, key in survivors:
+                if key is not None:
+                    old_id = t.by_key.pop(key, None)
+                    if old_id is not None and t.unsent.pop(old_id, None) is None:
+                        t.inflight.pop(old_id, None)
+                    t.by_key[key] = msg.header.id
+                t.unsent[msg.header.id] = _Entry(msg, key)
+            t.last_rv.update(rvs)
+            t.ready.set()
+            return accepted
+
+    @staticmethod
+    def _plan(
+        t: _Target, msgs: list[Message]
+    ) -> tuple[list[bool], list[tuple[Message, str | None]], dict[str, str]]:
+        """Which messages to queue (newest per object within the batch) and the new RVs."""
+        rvs: dict[str, str] = {}
         accepted: list[bool] = []
-        inserts: list[tuple[str, str, str | None, bytes]] = []
-        replaced: list[str] = []
-        rvs: list[tuple[str, str, str]] = []
+        queued: list[tuple[Message, str | None]] = []
         for msg in msgs:
             key = object_key(msg)
             rv = msg.header.resource_version
             if key is not None:
-                is_delete = msg.route.operation == Operation.DELETE
-                if not is_delete and rv_older(rv, t.last_rv.get(key, "")):
+                newest = rvs.get(key, t.last_rv.get(key, ""))
+                if msg.route.operation != Operation.DELETE and rv_older(rv, newest):
                     accepted.append(False)
                     continue
-                old_id = t.by_key.pop(key, None)
-                if old_id is not None:
-                    if t.unsent.pop(old_id, None) is None:
-                        t.inflight.pop(old_id, None)
-                    replaced.append(old_id)
-                t.by_key[key] = msg.header.id
                 if rv:
-                    t.last_rv[key] = rv
-                    rvs.append((target, key, rv))
-            t.unsent[msg.header.id] = _Entry(msg, key)
-            inserts.append((target, msg.header.id, key, msg.SerializeToString()))
+                    rvs[key] = rv
+            queued.append((msg, key))
             accepted.append(True)
-
-        def write(conn: apsw.Connection) -> None:
-            conn.executemany("DELETE FROM outbox WHERE msg_id = ?", ((i,) for i in replaced))
-            conn.executemany(
-                "INSERT INTO outbox (target, msg_id, key, envelope) VALUES (?, ?, ?, ?)", inserts
-            )
-            conn.executemany(
-                "INSERT INTO outbox_rv (target, key, rv) VALUES (?, ?, ?) "
-                "ON CONFLICT (target, key) DO UPDATE SET rv = excluded.rv",
-                rvs,
-            )
-
-        if inserts:
-            await self.db.transaction(write)
-            t.ready.set()
-        return accepted
+        last = {key: i for i, (_, key) in enumerate(queued) if key is not None}
+        survivors = [(m, k) for i, (m, k) in enumerate(queued) if k is None or last[k] == i]
+        return accepted, survivors, rvs
 
     # -- the sender ------------------------------------------------------------------------
 
@@ -175,7 +190,7 @@ class Outbox:
         t = self._target(target)
         now = time.monotonic() if now is None else now
         out: list[Message] = []
-        while t.inflight and len(out) < limit:
+        for _ in range(min(limit, len(t.inflight))):  # each in-flight message at most once
             msg_id, entry = next(iter(t.inflight.items()))
             if now - entry.sent_at < self.resend_interval:
                 break

@@ -41,6 +41,8 @@ def _convert(name: str, tp: Any, value: Any) -> Any:
     target = _scalar_type(tp)
     if value is None:
         return None
+    if not isinstance(value, str) and not _fits(target, value):
+        raise ConfigError(f"setting {name}: {value!r} is not a {target.__name__}")
     try:
         if target is bool and isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
@@ -53,6 +55,17 @@ def _convert(name: str, tp: Any, value: Any) -> Any:
         return target(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: cannot use {value!r} as {target.__name__}") from exc
+
+
+def _fits(target: Any, value: Any) -> bool:
+    """Whether a value from YAML already has the field's type (ints may stand for floats)."""
+    if target is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if target is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if target is Path:
+        return isinstance(value, Path)
+    return isinstance(value, target)
 
 
 def build_parser(cls: type[Any], prog: str, description: str) -> argparse.ArgumentParser:
@@ -123,6 +136,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def split_host_port(value: str, what: str) -> tuple[str, int]:
     """'HOST:PORT' (IPv6 in brackets) -> (host, port); raises ConfigError when malformed."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ConfigError(f"{what} must be HOST:PORT, got {value!r}")
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ConfigError(f"{what} must be HOST:PORT with a port from 0 to 65535, got {value!r}")
     return host.strip("[]"), int(port)

@@ -45,7 +45,6 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self._modules: list[Module] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.failed = asyncio.Event()
 
     def add(self, module: Module) -> None:
         """Register a module; modules start in the order they are added."""
@@ -87,11 +86,8 @@ class Supervisor:
             if task is None:
                 continue
             task.cancel()
-            try:
-                await asyncio.wait_for(task, self.stop_timeout)
-            except asyncio.CancelledError:
-                pass
-            except TimeoutError:
+            done, _ = await asyncio.wait({task}, timeout=self.stop_timeout)
+            if not done:
                 log.error("module %s did not stop within %.1fs", module.name, self.stop_timeout)
         for module in reversed(self._modules):
             try:
