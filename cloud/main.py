@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from cloud.apiserver.module import APIServer
 from cloud.hub.module import CloudHub
 from cloud.settings import CloudSettings
 from common import logs, settings
@@ -13,14 +14,18 @@ from common.process import serve
 from common.supervisor import Supervisor
 
 DESCRIPTION = (
-    "cloudcore: kubeedge-py's cloud part. Serves the HubService gRPC stream every edge node "
-    "keeps open, delivers objects to nodes reliably (durable per-node queues, resend until "
-    "acked) and hands what nodes report to the cloud modules."
+    "cloudcore: kubeedge-py's cloud part. Serves an embedded Kubernetes-compatible API "
+    "(kubectl works against DATA_DIR/kubeconfig) unless --kubeconfig names a real cluster, and "
+    "the HubService gRPC stream every edge node keeps open; delivers objects to nodes reliably "
+    "(durable per-node queues, resend until acked) and hands what nodes report to the cloud "
+    "modules."
 )
 
 
 def register_modules(supervisor: Supervisor, cfg: CloudSettings) -> CloudHub:
     """Every cloudcore module, in start order (stopped in reverse)."""
+    if not cfg.kubeconfig:
+        supervisor.add(APIServer(cfg))
     hub = CloudHub(supervisor.bus, cfg)
     supervisor.add(hub)
     return hub

@@ -22,5 +22,18 @@ class CloudSettings:
     dedup_retention: float = setting(
         86400.0, "seconds an upstream message id is remembered for de-duplication"
     )
+    api_listen: str = setting(
+        "127.0.0.1:6443", "HOST:PORT where the embedded Kubernetes API server serves HTTPS"
+    )
+    kubeconfig: str = setting(
+        "", "use the Kubernetes cluster this kubeconfig names instead of the embedded API server"
+    )
+    watch_history: int = setting(
+        10000, "watch events the embedded API server keeps; older versions get 410 Gone"
+    )
+    watch_bookmark_interval: float = setting(
+        10.0, "seconds between BOOKMARK events on a watch that asked for them"
+    )
+    max_request_bytes: int = setting(3 * MiB, "largest request body the API server accepts")
     stop_grace: float = setting(5.0, "seconds open streams get to finish on shutdown")
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")

@@ -11,6 +11,7 @@ class Module(StrEnum):
     """A module registered on a process's bus."""
 
     CLOUDHUB = "cloudhub"
+    APISERVER = "apiserver"
     EDGECONTROLLER = "edgecontroller"
     DEVICECONTROLLER = "devicecontroller"
     SYNCCONTROLLER = "synccontroller"
@@ -25,6 +26,7 @@ class Group(StrEnum):
     """A group of modules; a message routed to a group reaches every module in it."""
 
     HUB = "hub"
+    APISERVER = "apiserver"
     META = "meta"
     RESOURCE = "resource"
     TWIN = "twin"

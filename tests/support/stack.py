@@ -22,6 +22,7 @@ from tests.support.modules import Recorder
 
 FAST_CLOUD: dict[str, Any] = {
     "hub_listen": "127.0.0.1:0",
+    "api_listen": "127.0.0.1:0",
     "keepalive_timeout": 1.5,
     "resend_interval": 0.5,
     "stop_grace": 0.2,

@@ -1,0 +1,300 @@
+"""The real kubectl against cloudcore's embedded API server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.cluster import KUBECTL, Cluster, start_cluster
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    c = await start_cluster(tmp_path / "cloud")
+    yield c
+    await c.proc.terminate()
+
+
+async def apply_examples(cluster: Cluster) -> None:
+    for name in ("namespace", "configmap", "pod", "devicemodel", "device"):
+        await cluster.kubectl("apply", "-f", str(EXAMPLES / f"{name}.yaml"))
+
+
+async def test_apply_creates_every_kind(cluster: Cluster) -> None:
+    """apply -f of a namespace, pod, configmap, DeviceModel and Device stores each."""
+    await apply_examples(cluster)
+    pod = await cluster.get_json("pod", "web", "-n", "demo")
+    assert pod["spec"]["containers"][0]["env"][1] == {"name": "MODE", "value": "demo"}
+    assert pod["metadata"]["uid"] and pod["metadata"]["creationTimestamp"]
+    device = await cluster.get_json("device", "thermostat-1", "-n", "demo")
+    assert device["spec"]["properties"][0]["desired"]["value"] == "20"
+    cm = await cluster.get_json("cm", "web-content", "-n", "demo")
+    assert cm["data"]["index.html"].startswith("hello")
+
+
+async def test_reapply_removes_dropped_env_and_label(cluster: Cluster, tmp_path: Path) -> None:
+    """Re-applying the pod without one env entry and one label removes exactly those."""
+    await apply_examples(cluster)
+    manifest = yaml.safe_load((EXAMPLES / "pod.yaml").read_text())
+    del manifest["metadata"]["labels"]["tier"]
+    manifest["spec"]["containers"][0]["env"] = [{"name": "GREETING", "value": "hello"}]
+    changed = tmp_path / "pod.yaml"
+    changed.write_text(yaml.safe_dump(manifest))
+    assert "configured" in await cluster.kubectl("apply", "-f", str(changed))
+    pod = await cluster.get_json("pod", "web", "-n", "demo")
+    assert pod["metadata"]["labels"] == {"app": "web"}
+    assert pod["spec"]["containers"][0]["env"] == [{"name": "GREETING", "value": "hello"}]
+    assert pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] == "/www"
+
+
+async def test_get_output_formats(cluster: Cluster) -> None:
+    """get with -o yaml, -o wide, selectors; server-side columns for pods, nodes and devices."""
+    await apply_examples(cluster)
+    as_yaml = yaml.safe_load(await cluster.kubectl("get", "pod", "web", "-n", "demo", "-o", "yaml"))
+    assert as_yaml["kind"] == "Pod"
+    wide = await cluster.kubectl("get", "pods", "-n", "demo", "-o", "wide")
+    header = wide.splitlines()[0].split()
+    assert header[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert "NODE" in header and "IP" in header
+    assert "edge-1" in wide.splitlines()[1]
+    devices = await cluster.kubectl("get", "devices", "-n", "demo")
+    assert devices.split()[:4] == ["NAME", "NODE", "MODEL", "STATE"]
+    assert "thermostat" in devices.splitlines()[1]
+    selected = await cluster.kubectl("get", "pods", "-A", "-l", "app in (web),tier!=backend")
+    assert "web" in selected
+    assert "No resources" in await cluster.kubectl(
+        "get", "pods", "-n", "demo", "-l", "tier=backend", check=False
+    )
+    by_field = await cluster.kubectl(
+        "get", "pods", "-A", "--field-selector", "spec.nodeName=edge-1,status.phase=Pending"
+    )
+    assert "web" in by_field
+    assert "web" not in await cluster.kubectl(
+        "get", "pods", "-A", "--field-selector", "spec.nodeName=other", check=False
+    )
+
+
+async def test_label_annotate_and_three_patch_types(cluster: Cluster) -> None:
+    """label, annotate, patch --type merge/json and the default strategic patch all apply."""
+    await apply_examples(cluster)
+    ns = ("-n", "demo")
+    await cluster.kubectl("label", "pod", "web", "stage=test", *ns)
+    await cluster.kubectl("annotate", "pod", "web", "owner=ops", *ns)
+    await cluster.kubectl(
+        "patch",
+        "pod",
+        "web",
+        *ns,
+        "--type",
+        "merge",
+        "-p",
+        '{"metadata":{"labels":{"merged":"yes"}}}',
+    )
+    await cluster.kubectl(
+        "patch",
+        "pod",
+        "web",
+        *ns,
+        "--type",
+        "json",
+        "-p",
+        '[{"op":"replace","path":"/metadata/labels/app","value":"site"}]',
+    )
+    await cluster.kubectl(
+        "patch",
+        "pod",
+        "web",
+        *ns,
+        "-p",
+        '{"spec":{"containers":[{"name":"httpd","env":[{"name":"NEW","value":"1"}]}]}}',
+    )
+    pod = await cluster.get_json("pod", "web", *ns)
+    labels = pod["metadata"]["labels"]
+    assert labels["stage"] == "test" and labels["merged"] == "yes" and labels["app"] == "site"
+    assert pod["metadata"]["annotations"]["owner"] == "ops"
+    names = [e["name"] for e in pod["spec"]["containers"][0]["env"]]
+    assert set(names) == {"GREETING", "MODE", "NEW"}  # strategic: merged by name, not replaced
+    # A patch on a Device (custom resource) uses merge patch.
+    await cluster.kubectl(
+        "patch",
+        "device",
+        "thermostat-1",
+        *ns,
+        "--type",
+        "merge",
+        "-p",
+        '{"metadata":{"labels":{"room":"lab"}}}',
+    )
+    assert (await cluster.get_json("device", "thermostat-1", *ns))["metadata"]["labels"] == {
+        "room": "lab"
+    }
+
+
+async def test_replace_needs_current_version(cluster: Cluster) -> None:
+    """replace with the current object succeeds; with a stale resourceVersion it conflicts."""
+    await apply_examples(cluster)
+    cm = await cluster.get_json("cm", "web-content", "-n", "demo")
+    cm["data"]["extra"] = "1"
+    await cluster.kubectl("replace", "-f", "-", stdin=json.dumps(cm))
+    cm["data"]["extra"] = "2"  # still carries the old resourceVersion
+    out = await cluster.kubectl("replace", "-f", "-", stdin=json.dumps(cm), check=False)
+    assert "Conflict" in out or "modified" in out
+    assert (await cluster.get_json("cm", "web-content", "-n", "demo"))["data"]["extra"] == "1"
+
+
+async def test_delete_with_finalizer_marks_then_removes(cluster: Cluster) -> None:
+    """delete leaves an object with a finalizer in place, marked; removing the finalizer
+    removes it, and wait --for=delete sees that."""
+    await apply_examples(cluster)
+    ns = ("-n", "demo")
+    await cluster.kubectl(
+        "patch",
+        "cm",
+        "web-content",
+        *ns,
+        "--type",
+        "merge",
+        "-p",
+        '{"metadata":{"finalizers":["example.com/hold"]}}',
+    )
+    await cluster.kubectl("delete", "cm", "web-content", *ns, "--wait=false")
+    cm = await cluster.get_json("cm", "web-content", *ns)
+    assert cm["metadata"]["deletionTimestamp"]
+    waiter = asyncio.create_task(
+        cluster.kubectl("wait", "--for=delete", "cm/web-content", *ns, "--timeout=30s")
+    )
+    await asyncio.sleep(0.5)
+    assert not waiter.done()
+    await cluster.kubectl(
+        "patch",
+        "cm",
+        "web-content",
+        *ns,
+        "--type",
+        "json",
+        "-p",
+        '[{"op":"remove","path":"/metadata/finalizers"}]',
+    )
+    await asyncio.wait_for(waiter, 30)
+    assert "NotFound" in await cluster.kubectl("get", "cm", "web-content", *ns, check=False)
+
+
+async def test_unbound_pod_is_deleted_at_once(cluster: Cluster) -> None:
+    """A pod whose node does not exist is removed immediately, as the pod GC would."""
+    await apply_examples(cluster)
+    await cluster.kubectl("delete", "pod", "web", "-n", "demo", "--wait=true", "--timeout=20s")
+    assert "NotFound" in await cluster.kubectl("get", "pod", "web", "-n", "demo", check=False)
+
+
+async def test_get_watch_sees_changes(cluster: Cluster) -> None:
+    """kubectl get -w prints a line when the watched object changes."""
+    await apply_examples(cluster)
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL,
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "get",
+        "cm",
+        "-n",
+        "demo",
+        "-w",
+        "--output-watch-events",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        first = await asyncio.wait_for(proc.stdout.readline(), 20)  # header
+        assert b"NAME" in first
+        await asyncio.wait_for(proc.stdout.readline(), 20)  # the existing configmap
+        fresh = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "data": {"a": "b"},
+            "metadata": {"name": "fresh", "namespace": "demo"},
+        }
+        await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(fresh))
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert b"ADDED" in line and b"fresh" in line
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_api_resources_lists_kubeedge_crds(cluster: Cluster) -> None:
+    """api-resources shows devices, devicemodels and the reliablesyncs kinds."""
+    out = await cluster.kubectl("api-resources")
+    for name in ("devices", "devicemodels", "objectsyncs", "clusterobjectsyncs"):
+        assert name in out
+    assert "devices.kubeedge.io/v1beta1" in out and "reliablesyncs.kubeedge.io/v1alpha1" in out
+
+
+async def test_strict_field_validation(cluster: Cluster, tmp_path: Path) -> None:
+    """kubectl's default Strict validation rejects an unknown field with the field's name."""
+    await apply_examples(cluster)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: demo}\n"
+        "data: {a: b}\nbogus: 1\n"
+    )
+    out = await cluster.kubectl("apply", "-f", str(bad), check=False)
+    assert 'unknown field "bogus"' in out
+    assert "NotFound" in await cluster.kubectl("get", "cm", "x", "-n", "demo", check=False)
+
+
+async def test_new_crd_becomes_servable(cluster: Cluster) -> None:
+    """A CRD created with kubectl is served at once, with its status subresource."""
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(crd))
+    widget = {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w1", "namespace": "default"},
+        "spec": {"size": 3},
+    }
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(widget))
+    assert (await cluster.get_json("widget", "w1"))["spec"]["size"] == 3
+    await cluster.kubectl(
+        "patch",
+        "widget",
+        "w1",
+        "--subresource",
+        "status",
+        "--type",
+        "merge",
+        "-p",
+        '{"status":{"ready":true}}',
+    )
+    got = await cluster.get_json("widget", "w1")
+    assert got["status"] == {"ready": True} and got["spec"]["size"] == 3

@@ -1,0 +1,84 @@
+"""A cloudcore process with its embedded API server, and kubectl run against it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.support.procs import Proc, python
+
+KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    proc: Proc
+    data_dir: Path
+    api_port: int
+    extra: list[str]
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig"
+
+    async def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            KUBECTL,
+            "--kubeconfig",
+            str(self.kubeconfig),
+            *args,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else None,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(
+            proc.communicate(stdin.encode() if stdin is not None else None), 60
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {err.decode()}")
+        return out.decode() if check else out.decode() + err.decode()
+
+    async def get_json(self, *args: str) -> Any:
+        return json.loads(await self.kubectl("get", *args, "-o", "json"))
+
+    async def restart(self, *, kill: bool) -> None:
+        if kill:
+            await self.proc.kill()
+        else:
+            await self.proc.terminate()
+        self.proc = await start_proc(self.data_dir, self.api_port, self.extra)
+
+
+async def start_proc(data_dir: Path, api_port: int, extra: list[str]) -> Proc:
+    proc = await Proc(
+        python(
+            "cloud.main",
+            "--data-dir",
+            str(data_dir),
+            "--hub-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            f"127.0.0.1:{api_port}",
+            *extra,
+        ),
+        "cloudcore",
+    ).start()
+    await proc.wait_line("apiserver serving on")
+    return proc
+
+
+async def start_cluster(data_dir: Path, *extra: str) -> Cluster:
+    port = free_port()
+    return Cluster(await start_proc(data_dir, port, list(extra)), data_dir, port, list(extra))
