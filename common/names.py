@@ -73,6 +73,7 @@ class ResourceType(StrEnum):
     TWIN = "twin"
     MEMBERSHIP = "membership"
     LOG = "log"
+    DEVICE_STATE = "devicestate"
     UPLOAD = "upload"
 
 

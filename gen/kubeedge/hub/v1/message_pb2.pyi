@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Message(_message.Message):
-    __slots__ = ("header", "route", "object", "ack", "error", "keepalive", "query", "query_result", "pod_status", "node_status", "lease", "twin_update", "twin_delta", "twin_document", "twin_result", "device_state", "membership", "stream_frame", "opaque")
+    __slots__ = ("header", "route", "object", "ack", "error", "keepalive", "query", "query_result", "pod_status", "node_status", "lease", "twin_update", "twin_delta", "twin_document", "twin_result", "device_state", "membership", "stream_frame", "opaque", "log_query")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class Message(_message.Message):
     MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     STREAM_FRAME_FIELD_NUMBER: _ClassVar[int]
     OPAQUE_FIELD_NUMBER: _ClassVar[int]
+    LOG_QUERY_FIELD_NUMBER: _ClassVar[int]
     header: Header
     route: Route
     object: ObjectEvent
@@ -47,7 +48,8 @@ class Message(_message.Message):
     membership: _twin_pb2.MembershipUpdate
     stream_frame: StreamFrame
     opaque: Opaque
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., object: _Optional[_Union[ObjectEvent, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., query_result: _Optional[_Union[QueryResult, _Mapping]] = ..., pod_status: _Optional[_Union[PodStatusReport, _Mapping]] = ..., node_status: _Optional[_Union[NodeStatusReport, _Mapping]] = ..., lease: _Optional[_Union[LeaseRenewal, _Mapping]] = ..., twin_update: _Optional[_Union[_twin_pb2.TwinUpdate, _Mapping]] = ..., twin_delta: _Optional[_Union[_twin_pb2.TwinDelta, _Mapping]] = ..., twin_document: _Optional[_Union[_twin_pb2.TwinDocument, _Mapping]] = ..., twin_result: _Optional[_Union[_twin_pb2.TwinResult, _Mapping]] = ..., device_state: _Optional[_Union[_twin_pb2.DeviceState, _Mapping]] = ..., membership: _Optional[_Union[_twin_pb2.MembershipUpdate, _Mapping]] = ..., stream_frame: _Optional[_Union[StreamFrame, _Mapping]] = ..., opaque: _Optional[_Union[Opaque, _Mapping]] = ...) -> None: ...
+    log_query: LogQuery
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., object: _Optional[_Union[ObjectEvent, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., query_result: _Optional[_Union[QueryResult, _Mapping]] = ..., pod_status: _Optional[_Union[PodStatusReport, _Mapping]] = ..., node_status: _Optional[_Union[NodeStatusReport, _Mapping]] = ..., lease: _Optional[_Union[LeaseRenewal, _Mapping]] = ..., twin_update: _Optional[_Union[_twin_pb2.TwinUpdate, _Mapping]] = ..., twin_delta: _Optional[_Union[_twin_pb2.TwinDelta, _Mapping]] = ..., twin_document: _Optional[_Union[_twin_pb2.TwinDocument, _Mapping]] = ..., twin_result: _Optional[_Union[_twin_pb2.TwinResult, _Mapping]] = ..., device_state: _Optional[_Union[_twin_pb2.DeviceState, _Mapping]] = ..., membership: _Optional[_Union[_twin_pb2.MembershipUpdate, _Mapping]] = ..., stream_frame: _Optional[_Union[StreamFrame, _Mapping]] = ..., opaque: _Optional[_Union[Opaque, _Mapping]] = ..., log_query: _Optional[_Union[LogQuery, _Mapping]] = ...) -> None: ...
 
 class Header(_message.Message):
     __slots__ = ("id", "parent_id", "timestamp_ms", "resource_version", "sync")
@@ -186,3 +188,21 @@ class Opaque(_message.Message):
     content_type: str
     data: bytes
     def __init__(self, content_type: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class LogQuery(_message.Message):
+    __slots__ = ("namespace", "pod", "container", "follow", "tail_lines", "since_seconds", "timestamps")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    POD_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_LINES_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    pod: str
+    container: str
+    follow: bool
+    tail_lines: int
+    since_seconds: int
+    timestamps: bool
+    def __init__(self, namespace: _Optional[str] = ..., pod: _Optional[str] = ..., container: _Optional[str] = ..., follow: _Optional[bool] = ..., tail_lines: _Optional[int] = ..., since_seconds: _Optional[int] = ..., timestamps: _Optional[bool] = ...) -> None: ...
