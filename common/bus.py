@@ -53,6 +53,11 @@ class Bus:
         """Deliver to one module from sync code; raises asyncio.QueueFull when it is full."""
         self._inbox(module).put_nowait(msg)
 
+    def send_nowait_group(self, group: str, msg: Message) -> None:
+        """Deliver to every module in `group` from sync code; raises asyncio.QueueFull."""
+        for module in self._groups.get(group, ()):
+            self._inbox(module).put_nowait(msg)
+
     async def send_to_group(self, group: str, msg: Message) -> None:
         """Deliver the same message to every module in `group`."""
         members = self._groups.get(group)

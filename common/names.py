@@ -33,6 +33,7 @@ class Group(StrEnum):
     EDGED = "edged"
     BUS = "bus"
     USER = "user"
+    SYNC = "sync"
 
 
 class Operation(StrEnum):

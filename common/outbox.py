@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import apsw
@@ -73,8 +74,10 @@ class Outbox:
         resend_interval: float,
         max_inflight: int,
         max_envelope_bytes: int,
+        on_acked: Callable[[str, Message], None] | None = None,
     ) -> None:
         self.db = db
+        self.on_acked = on_acked  # told of every message the peer acknowledged
         self.resend_interval = resend_interval
         self.max_inflight = max_inflight
         self.max_envelope_bytes = max_envelope_bytes
@@ -230,6 +233,8 @@ class Outbox:
         self._acked.append(msg_id)
         if t.unsent and len(t.inflight) < self.max_inflight:
             t.ready.set()
+        if self.on_acked is not None:
+            self.on_acked(target, entry.msg)
         return True
 
     def reset(self, target: str) -> None:

@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: a venv-capable Python and the real programs the tests and `make run` drive.
-DEBS=(python3 python3-venv python3-dev gcc iproute2)
+# Debian packages: a venv-capable Python and the real programs the tests and `make run` drive:
+# containerd + runc + CNI plugins for pods, busybox-static for the demo image, mosquitto for MQTT.
+DEBS=(python3 python3-venv python3-dev gcc iproute2 containerd runc containernetworking-plugins busybox-static mosquitto mosquitto-clients)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

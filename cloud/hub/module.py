@@ -60,6 +60,7 @@ class CloudHub:
             resend_interval=settings.resend_interval,
             max_inflight=settings.max_inflight,
             max_envelope_bytes=settings.max_message_bytes - 1024,
+            on_acked=self._acked,
         )
         self.inbox = Inbox(self.db, settings.dedup_retention)
         self.sessions: dict[str, NodeSession] = {}
@@ -145,6 +146,22 @@ class CloudHub:
             per_node.setdefault(node, []).append(msg)
         for node, node_msgs in per_node.items():
             await self.outbox.put(node, node_msgs)
+
+    def _acked(self, node: str, msg: Message) -> None:
+        """Tell synccontroller (group sync) which object version a node now holds."""
+        if msg.WhichOneof("body") != "object" or not self.bus.has_group(Group.SYNC):
+            return
+        notice = make_ack(msg, source=self.name)
+        notice.route.group = Group.SYNC
+        notice.route.resource = with_node(node, msg.route.resource)
+        notice.route.operation = msg.route.operation  # insert/update/delete that was applied
+        notice.ack.resource_version = msg.header.resource_version
+        try:
+            self.bus.send_nowait_group(Group.SYNC, notice)
+        except asyncio.QueueFull:
+            log.warning(
+                "cloudhub: synccontroller is behind; ack of %s not recorded", msg.route.resource
+            )
 
     # -- upstream: node -> bus --------------------------------------------------------------
 
