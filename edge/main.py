@@ -11,6 +11,7 @@ from common.bus import Bus
 from common.process import serve
 from common.sqlite import Database
 from common.supervisor import Supervisor
+from edge.edged.module import Edged
 from edge.hub.module import EdgeHub
 from edge.meta.module import MetaManager
 from edge.settings import EdgeSettings
@@ -30,6 +31,8 @@ def open_database(cfg: EdgeSettings) -> Database:
 def register_modules(supervisor: Supervisor, cfg: EdgeSettings, db: Database) -> EdgeHub:
     """Every edgecore module, in start order (stopped in reverse)."""
     supervisor.add(MetaManager(supervisor.bus, db))
+    if cfg.edged:
+        supervisor.add(Edged(supervisor.bus, cfg))
     hub = EdgeHub(supervisor.bus, cfg, db)
     supervisor.add(hub)
     return hub

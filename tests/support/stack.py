@@ -28,6 +28,7 @@ FAST_CLOUD: dict[str, Any] = {
     "stop_grace": 0.2,
 }
 FAST_EDGE: dict[str, Any] = {
+    "edged": False,
     "keepalive_interval": 0.2,
     "keepalive_timeout": 1.5,
     "reconnect_initial": 0.05,
@@ -41,7 +42,11 @@ def flags(values: dict[str, Any]) -> list[str]:
     """The same settings as command-line flags, for subprocesses."""
     out = []
     for key, value in values.items():
-        out += ["--" + key.replace("_", "-"), str(value)]
+        flag = key.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            out += [f"--{flag}", str(value)]
     return out
 
 

@@ -1,0 +1,92 @@
+"""Container logs as the CRI writes them, read for `kubectl logs`.
+
+containerd writes each line as `<RFC3339Nano time> <stdout|stderr> <F|P> <text>`; P marks a
+partial line continued by the next entry. `read_lines` turns a file into what kubectl shows
+(optionally with timestamps), `tail` keeps the last N, `follow` yields new lines as they come
+while `still_running()` says the container may write more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+
+def parse(line: str) -> tuple[str, str, bool, str] | None:
+    """(time, stream, complete, text) of one CRI log entry, or None when malformed."""
+    parts = line.rstrip("\n").split(" ", 3)
+    if len(parts) < 3:
+        return None
+    text = parts[3] if len(parts) == 4 else ""
+    return parts[0], parts[1], parts[2] == "F", text
+
+
+def render(entries: list[str], *, timestamps: bool, since: datetime | None = None) -> list[str]:
+    """Join partial entries into lines; prefix each with its time when asked."""
+    out: list[str] = []
+    pending = ""
+    for raw in entries:
+        parsed = parse(raw)
+        if parsed is None:
+            continue
+        ts, _, complete, text = parsed
+        pending += text
+        if not complete:
+            continue
+        if since is None or _time(ts) >= since:
+            out.append(f"{ts} {pending}\n" if timestamps else f"{pending}\n")
+        pending = ""
+    return out
+
+
+def _time(ts: str) -> datetime:
+    try:
+        return datetime.fromisoformat(ts[:26].rstrip("Z") + "+00:00")
+    except ValueError:
+        return datetime.now(UTC)
+
+
+def since_time(since_seconds: int) -> datetime | None:
+    return datetime.now(UTC) - timedelta(seconds=since_seconds) if since_seconds > 0 else None
+
+
+def read(path: Path, *, tail_lines: int, timestamps: bool, since_seconds: int = 0) -> list[str]:
+    try:
+        entries = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    lines = render(entries, timestamps=timestamps, since=since_time(since_seconds))
+    if tail_lines > 0:
+        return list(deque(lines, maxlen=tail_lines))
+    return lines
+
+
+async def follow(
+    path: Path,
+    offset: int,
+    still_running: Callable[[], bool],
+    *,
+    timestamps: bool,
+    poll: float = 0.2,
+) -> AsyncIterator[list[str]]:
+    """Lines appended to `path` after byte `offset`, until the container stops writing."""
+    buffer = ""
+    while True:
+        try:
+            with path.open(errors="replace") as f:
+                f.seek(offset)
+                chunk = f.read()
+                offset = f.tell()
+        except FileNotFoundError:
+            chunk = ""
+        if chunk:
+            buffer += chunk
+            complete, _, buffer = buffer.rpartition("\n")
+            if complete:
+                yield render(complete.split("\n"), timestamps=timestamps)
+        elif not still_running():
+            return
+        await asyncio.sleep(poll)

@@ -1,0 +1,354 @@
+"""edged: runs this node's pods on containerd through the CRI, and reports node and pods.
+
+At start it brings up the container runtime (an existing one at --runtime-endpoint, or a private
+containerd it supervises under DATA_DIR/containerd), imports the OCI archives in --images-dir,
+registers the Node, and rebuilds its pods from metamanager's SQLite store, so it works with no
+cloud: running containers are adopted, not recreated. Then it follows what metamanager passes
+on (pods, configmaps, secrets), runs one PodWorker per pod, reports node status every
+--node-status-interval, renews the node Lease, reports pod status when it changes, and answers
+log requests from `kubectl logs`.
+
+Stopping edgecore leaves pods and the private containerd running, as stopping a kubelet does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from cri.runtime.v1 import api_pb2 as cri
+
+from common.bus import Bus
+from common.envelope import Message, make_error, new_message, resource
+from common.errors import KubeEdgeError
+from common.names import Group, Module, Operation, ResourceType
+from edge.edged import logs, podspec, volumes
+from edge.edged.containerd import ManagedContainerd, import_images
+from edge.edged.cri import CRI, CRIError
+from edge.edged.node import host_ip, node_object, node_status
+from edge.edged.worker import PodWorker, Timing
+from edge.settings import EdgeSettings
+
+log = logging.getLogger(__name__)
+
+FRAME_BYTES = 64 * 1024
+QUERY_TIMEOUT = 10.0
+
+
+class Edged:
+    name: str = Module.EDGED
+    group: str = Group.EDGED
+
+    def __init__(self, bus: Bus, settings: EdgeSettings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.node = settings.node_name
+        self.root = Path(settings.data_dir)
+        self.runtime = CRI()
+        self.managed: ManagedContainerd | None = None
+        self.runtime_version = ""
+        self.host_ip = host_ip()
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.workers: dict[str, PodWorker] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.ready = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if not self.ready.is_set():
+            await self._start_runtime()
+            await self._register()
+            await self._restore()
+            self.ready.set()
+        await asyncio.gather(self._inbox(), self._node_status_loop(), self._lease_loop())
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+        await self.runtime.close()
+
+    async def _start_runtime(self) -> None:
+        endpoint = self.settings.runtime_endpoint
+        if not endpoint:
+            self.managed = ManagedContainerd(
+                self.root / "containerd",
+                bridge=self.settings.cni_bridge,
+                pod_cidr=self.settings.pod_cidr,
+            )
+            log.info("edged: starting the node's private containerd (first start takes a few s)")
+            endpoint = await self.managed.start()
+        await self.runtime.connect(endpoint)
+        version = await self.runtime.version()
+        self.runtime_version = f"{version.runtime_name}://{version.runtime_version}"
+        images = (
+            Path(self.settings.images_dir) if self.settings.images_dir else self.root / "images"
+        )
+        if images.is_dir():
+            names = await import_images(endpoint.removeprefix("unix://"), images)
+            if names:
+                log.info("edged: images available: %s", ", ".join(names))
+        log.info("edged: runtime %s at %s", self.runtime_version, endpoint)
+
+    async def _restore(self) -> None:
+        """Rebuild pods from the SQLite store (works with no cloud); remove orphans."""
+        for kind in (ResourceType.CONFIGMAP, ResourceType.SECRET, ResourceType.POD):
+            for obj in await self._query(kind):
+                self._remember(kind, obj)
+        pods = {k: v for k, v in self.objects.items() if k[0] == ResourceType.POD}
+        for (_, _, _), pod in pods.items():
+            if pod.get("spec", {}).get("nodeName") == self.node:
+                self._start_worker(pod)
+        known = {w.uid for w in self.workers.values()}
+        for sandbox in await self.runtime.list_pod_sandbox(
+            cri.PodSandboxFilter(label_selector={podspec.MANAGED_BY: "true"})
+        ):
+            if sandbox.labels.get(podspec.POD_UID) not in known:
+                log.info(
+                    "edged: removing orphaned sandbox %s (%s)",
+                    sandbox.id[:12],
+                    sandbox.metadata.name,
+                )
+                with contextlib.suppress(CRIError):
+                    await self.runtime.stop_pod_sandbox(sandbox.id)
+                    await self.runtime.remove_pod_sandbox(sandbox.id)
+        log.info("edged: %d pod(s) restored from the local store", len(self.workers))
+
+    async def _query(self, kind: str) -> list[dict[str, Any]]:
+        msg = new_message(source=self.name, group=Group.META, operation=Operation.QUERY)
+        msg.query.kind = kind
+        reply = await self.bus.send_sync(Module.METAMANAGER, msg, QUERY_TIMEOUT)
+        return [json.loads(o.object_json) for o in reply.query_result.objects]
+
+    # -- what comes in ---------------------------------------------------------------------
+
+    async def _inbox(self) -> None:
+        while True:
+            msg = await self.bus.receive(self.name)
+            try:
+                await self._handle(msg)
+            except KubeEdgeError as exc:
+                log.warning("edged: cannot handle %s: %s", msg.route.resource, exc)
+
+    async def _handle(self, msg: Message) -> None:
+        body = msg.WhichOneof("body")
+        if body == "log_query":
+            task = asyncio.create_task(self._serve_log(msg), name=f"edged-log:{msg.header.id}")
+            self._tasks[f"log:{msg.header.id}"] = task
+            task.add_done_callback(lambda _: self._tasks.pop(f"log:{msg.header.id}", None))
+            return
+        if body != "object":
+            return
+        kind = msg.route.resource.split("/", 2)[1]
+        obj = json.loads(msg.object.object_json) if msg.object.object_json else {}
+        deleted = msg.route.operation == Operation.DELETE
+        if kind in (ResourceType.CONFIGMAP, ResourceType.SECRET):
+            self._remember(kind, obj, deleted=deleted)
+            self._poke_users(kind, obj)
+        elif kind == ResourceType.POD:
+            self._on_pod(obj, deleted)
+
+    def _remember(self, kind: str, obj: dict[str, Any], *, deleted: bool = False) -> None:
+        meta = obj.get("metadata", {})
+        key = (kind, meta.get("namespace", ""), meta.get("name", ""))
+        if deleted:
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = obj
+
+    def lookup(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, namespace, name))
+
+    def _poke_users(self, kind: str, obj: dict[str, Any]) -> None:
+        name = obj.get("metadata", {}).get("name", "")
+        for worker in self.workers.values():
+            if (kind, name) in volumes.referenced(worker.pod):
+                worker.poke()
+
+    def _on_pod(self, pod: dict[str, Any], deleted: bool) -> None:
+        uid = pod.get("metadata", {}).get("uid", "")
+        worker = self.workers.get(uid)
+        if pod.get("spec", {}).get("nodeName") != self.node and not deleted:
+            return
+        self._remember(ResourceType.POD, pod, deleted=deleted)
+        if worker is not None:
+            worker.update(None if deleted else pod)
+        elif not deleted:
+            self._start_worker(pod)
+
+    def _start_worker(self, pod: dict[str, Any]) -> None:
+        timing = Timing(
+            self.settings.pod_sync_interval,
+            self.settings.crash_backoff_initial,
+            self.settings.crash_backoff_max,
+        )
+        worker = PodWorker(
+            pod,
+            self.runtime,
+            self.root,
+            self.node,
+            self.lookup,
+            self._report_pod,
+            self._pod_gone,
+            timing,
+            host_ip=self.host_ip,
+        )
+        self.workers[worker.uid] = worker
+        self._tasks[worker.uid] = asyncio.create_task(self._guard(worker), name=f"pod:{worker.key}")
+
+    async def _guard(self, worker: PodWorker) -> None:
+        """Run a pod worker; an unexpected failure is logged and the worker resumes."""
+        while True:
+            try:
+                await worker.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("edged: pod %s worker failed; resuming in 1s", worker.key)
+                await asyncio.sleep(1)
+
+    # -- what goes up ----------------------------------------------------------------------
+
+    async def send_up(self, msg: Message) -> None:
+        await self.bus.send(Module.EDGEHUB, msg)
+
+    def _message(self, op: str, res: str) -> Message:
+        return new_message(source=self.name, group=Group.RESOURCE, operation=op, resource=res)
+
+    async def _register(self) -> None:
+        msg = self._message(Operation.INSERT, resource(None, ResourceType.NODE, self.node))
+        obj = node_object(self.node, self.runtime_version)
+        ev = msg.object
+        ev.api_version, ev.kind, ev.name = "v1", "Node", self.node
+        ev.object_json = json.dumps(obj).encode()
+        await self.send_up(msg)
+
+    async def _node_status_loop(self) -> None:
+        while True:
+            ready = True
+            message = ""
+            try:
+                await self.runtime.version()
+            except CRIError as exc:
+                ready, message = False, f"container runtime is down: {exc}"
+            msg = self._message(
+                Operation.UPDATE, resource(None, ResourceType.NODE_STATUS, self.node)
+            )
+            msg.node_status.node_name = self.node
+            status = node_status(self.runtime_version, ready=ready, message=message)
+            msg.node_status.status_json = json.dumps(status).encode()
+            await self.send_up(msg)
+            await asyncio.sleep(self.settings.node_status_interval)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            msg = self._message(
+                Operation.UPDATE, f"kube-node-lease/{ResourceType.LEASE}/{self.node}"
+            )
+            msg.lease.node_name = self.node
+            msg.lease.renew_time_ms = msg.header.timestamp_ms
+            msg.lease.lease_duration_seconds = self.settings.lease_duration
+            await self.send_up(msg)
+            await asyncio.sleep(self.settings.lease_renew_interval)
+
+    async def _report_pod(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        ns = meta.get("namespace", "default")
+        msg = self._message(Operation.UPDATE, resource(ns, ResourceType.POD_STATUS, meta["name"]))
+        report = msg.pod_status
+        report.namespace, report.name, report.uid = ns, meta["name"], meta["uid"]
+        report.status_json = json.dumps(status).encode()
+        await self.send_up(msg)
+
+    async def _pod_gone(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        ns = meta.get("namespace", "default")
+        self.workers.pop(meta["uid"], None)
+        self._tasks.pop(meta["uid"], None)
+        msg = self._message(Operation.DELETE, resource(ns, ResourceType.POD, meta["name"]))
+        msg.pod_status.namespace, msg.pod_status.name = ns, meta["name"]
+        msg.pod_status.uid = meta["uid"]
+        await self.send_up(msg)
+
+    # -- kubectl logs ----------------------------------------------------------------------
+
+    async def _serve_log(self, query: Message) -> None:
+        q = query.log_query
+        worker = next(
+            (
+                w
+                for w in self.workers.values()
+                if w.pod["metadata"]["name"] == q.pod
+                and w.pod["metadata"].get("namespace", "default") == q.namespace
+            ),
+            None,
+        )
+        try:
+            path = self._log_path(worker, q.container)
+        except LookupError as exc:
+            err = make_error(query, source=self.name, code=404, reason=str(exc))
+            err.route.group = Group.RESOURCE
+            await self.send_up(err)
+            return
+        sender = _FrameSender(self, query)
+        lines = logs.read(
+            path,
+            tail_lines=int(q.tail_lines),
+            timestamps=q.timestamps,
+            since_seconds=int(q.since_seconds),
+        )
+        await sender.send("".join(lines).encode())
+        if q.follow and worker is not None:
+            offset = path.stat().st_size if path.exists() else 0
+            running = lambda: not worker.deleted and path == self._log_path(worker, q.container)  # noqa: E731
+            async for chunk in logs.follow(path, offset, running, timestamps=q.timestamps):
+                await sender.send("".join(chunk).encode())
+        await sender.send(b"", end=True)
+
+    def _log_path(self, worker: PodWorker | None, container: str) -> Path:
+        if worker is None:
+            raise LookupError("pod is not running on this node")
+        names = [c["name"] for c in worker.pod.get("spec", {}).get("containers") or []]
+        if not container:
+            if len(names) != 1:
+                raise LookupError(f"a container name must be given: one of {', '.join(names)}")
+            container = names[0]
+        if container not in names:
+            raise LookupError(f"container {container} is not valid for pod {worker.key}")
+        folder = volumes.pod_dir(self.root, worker.uid) / "logs" / container
+        files = sorted(folder.glob("*.log"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
+        if not files:
+            raise LookupError(f"container {container} has not started yet")
+        return files[-1]
+
+
+class _FrameSender:
+    """Sends a log as StreamFrames (replies to the query: control messages, never stored)."""
+
+    def __init__(self, edged: Edged, query: Message) -> None:
+        self.edged, self.query, self.sequence = edged, query, 0
+
+    async def send(self, data: bytes, *, end: bool = False) -> None:
+        chunks = [data[i : i + FRAME_BYTES] for i in range(0, len(data), FRAME_BYTES)] or [b""]
+        for i, chunk in enumerate(chunks):
+            if not chunk and not end:
+                continue
+            msg = new_message(
+                source=Module.EDGED,
+                group=Group.RESOURCE,
+                operation=Operation.RESPONSE,
+                resource=self.query.route.resource,
+                parent_id=self.query.header.id,
+            )
+            frame = msg.stream_frame
+            frame.stream_id, frame.sequence, frame.data = self.query.header.id, self.sequence, chunk
+            frame.end = end and i == len(chunks) - 1
+            self.sequence += 1
+            await self.edged.send_up(msg)

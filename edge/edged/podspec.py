@@ -1,0 +1,218 @@
+"""Pod spec → CRI configs: the sandbox, each container's env, mounts, resources, labels.
+
+Labels and annotations follow the kubelet's (io.kubernetes.pod.uid, io.kubernetes.container.name,
+...), so `crictl` users see familiar names and edged can find its own sandboxes and containers
+again after a restart. A hash of each container's spec rides along as an annotation; when the
+spec changes, the container is replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from cri.runtime.v1 import api_pb2 as cri
+
+from edge.edged.volumes import Lookup, object_data
+
+POD_UID = "io.kubernetes.pod.uid"
+POD_NAME = "io.kubernetes.pod.name"
+POD_NAMESPACE = "io.kubernetes.pod.namespace"
+CONTAINER_NAME = "io.kubernetes.container.name"
+CONTAINER_HASH = "io.kubernetes.container.hash"
+RESTART_COUNT = "io.kubernetes.container.restartCount"
+MANAGED_BY = "kubeedge-py.io/managed"
+
+_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
+_MEMORY_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+class SpecError(Exception):
+    """The pod spec cannot be turned into a container (a missing reference, a bad value)."""
+
+
+def sandbox_config(pod: dict[str, Any], log_dir: Path, attempt: int = 0) -> cri.PodSandboxConfig:
+    meta = pod["metadata"]
+    spec = pod.get("spec", {})
+    host_network = bool(spec.get("hostNetwork"))
+    cfg = cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(
+            name=meta["name"],
+            uid=meta["uid"],
+            namespace=meta.get("namespace", "default"),
+            attempt=attempt,
+        ),
+        hostname=spec.get("hostname") or meta["name"],
+        log_directory=str(log_dir),
+        labels={
+            POD_UID: meta["uid"],
+            POD_NAME: meta["name"],
+            POD_NAMESPACE: meta.get("namespace", "default"),
+            MANAGED_BY: "true",
+        },
+        annotations=dict(meta.get("annotations") or {}),
+    )
+    options = cfg.linux.security_context.namespace_options
+    options.network = cri.NODE if host_network else cri.POD
+    options.pid = cri.CONTAINER  # each container's process is its PID 1, as with the kubelet
+    for c in spec.get("containers") or []:
+        for port in c.get("ports") or []:
+            if port.get("hostPort"):
+                cfg.port_mappings.add(
+                    protocol=cri.UDP if port.get("protocol") == "UDP" else cri.TCP,
+                    container_port=int(port["containerPort"]),
+                    host_port=int(port["hostPort"]),
+                    host_ip=port.get("hostIP", ""),
+                )
+    return cfg
+
+
+def container_hash(container: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def container_config(
+    pod: dict[str, Any],
+    container: dict[str, Any],
+    *,
+    lookup: Lookup,
+    volume_paths: dict[str, str],
+    restart_count: int,
+    pod_ip: str,
+    node_name: str,
+) -> cri.ContainerConfig:
+    meta = pod["metadata"]
+    name = container["name"]
+    cfg = cri.ContainerConfig(
+        metadata=cri.ContainerMetadata(name=name, attempt=restart_count),
+        image=cri.ImageSpec(image=container["image"]),
+        command=container.get("command") or [],
+        args=container.get("args") or [],
+        working_dir=container.get("workingDir", ""),
+        log_path=f"{name}/{restart_count}.log",
+        labels={
+            POD_UID: meta["uid"],
+            POD_NAME: meta["name"],
+            POD_NAMESPACE: meta.get("namespace", "default"),
+            CONTAINER_NAME: name,
+        },
+        annotations={CONTAINER_HASH: container_hash(container), RESTART_COUNT: str(restart_count)},
+        tty=bool(container.get("tty")),
+        stdin=bool(container.get("stdin")),
+    )
+    for key, value in env(pod, container, lookup, pod_ip=pod_ip, node_name=node_name):
+        cfg.envs.add(key=key, value=value)
+    for mount in container.get("volumeMounts") or []:
+        host = volume_paths.get(mount["name"])
+        if host is None:
+            raise SpecError(f"container {name}: volumeMount {mount['name']!r} has no volume")
+        if mount.get("subPath"):
+            host = str(Path(host) / mount["subPath"])
+        cfg.mounts.add(
+            container_path=mount["mountPath"], host_path=host, readonly=bool(mount.get("readOnly"))
+        )
+    _resources(cfg.linux.resources, container.get("resources") or {})
+    options = cfg.linux.security_context.namespace_options
+    options.network = cri.NODE if pod.get("spec", {}).get("hostNetwork") else cri.POD
+    options.pid = cri.CONTAINER
+    return cfg
+
+
+def _resources(res: cri.LinuxContainerResources, spec: dict[str, Any]) -> None:
+    limits = spec.get("limits") or {}
+    requests = spec.get("requests") or {}
+    if "cpu" in limits:
+        millis = cpu_millis(limits["cpu"])
+        res.cpu_period = 100_000
+        res.cpu_quota = max(1000, millis * 100)
+    cpu_request = requests.get("cpu") or limits.get("cpu")
+    res.cpu_shares = max(2, cpu_millis(cpu_request) * 1024 // 1000) if cpu_request else 2
+    if "memory" in limits:
+        res.memory_limit_in_bytes = memory_bytes(limits["memory"])
+
+
+def cpu_millis(value: Any) -> int:
+    text = str(value)
+    if text.endswith("m"):
+        return int(float(text[:-1]))
+    try:
+        return int(float(text) * 1000)
+    except ValueError:
+        raise SpecError(f"invalid cpu quantity {value!r}") from None
+
+
+def memory_bytes(value: Any) -> int:
+    m = _QUANTITY.match(str(value))
+    if not m or m.group(2) not in _MEMORY_UNITS:
+        raise SpecError(f"invalid memory quantity {value!r}")
+    return int(float(m.group(1)) * _MEMORY_UNITS[m.group(2)])
+
+
+def env(
+    pod: dict[str, Any], container: dict[str, Any], lookup: Lookup, *, pod_ip: str, node_name: str
+) -> list[tuple[str, str]]:
+    """The container's environment: envFrom first, then env (later entries win)."""
+    ns = pod["metadata"].get("namespace", "default")
+    values: dict[str, str] = {}
+    for src in container.get("envFrom") or []:
+        prefix = src.get("prefix", "")
+        for kind, key in (("configmap", "configMapRef"), ("secret", "secretRef")):
+            if key in src:
+                obj = lookup(kind, ns, src[key].get("name", ""))
+                if obj is None:
+                    if src[key].get("optional"):
+                        continue
+                    raise SpecError(f"{kind} {ns}/{src[key].get('name')} not found")
+                for k, v in object_data(kind, obj).items():
+                    values[prefix + k] = v.decode(errors="replace")
+    for item in container.get("env") or []:
+        if "value" in item or "valueFrom" not in item:
+            values[item["name"]] = str(item.get("value", ""))
+            continue
+        resolved = _value_from(pod, item["valueFrom"], ns, lookup, pod_ip, node_name)
+        if resolved is not None:
+            values[item["name"]] = resolved
+    return list(values.items())
+
+
+def _value_from(
+    pod: dict[str, Any], ref: dict[str, Any], ns: str, lookup: Lookup, pod_ip: str, node: str
+) -> str | None:
+    for kind, key in (("configmap", "configMapKeyRef"), ("secret", "secretKeyRef")):
+        if key in ref:
+            sel = ref[key]
+            obj = lookup(kind, ns, sel.get("name", ""))
+            data = object_data(kind, obj) if obj is not None else {}
+            if sel.get("key") not in data:
+                if sel.get("optional"):
+                    return None
+                raise SpecError(f"{kind} {ns}/{sel.get('name')} has no key {sel.get('key')!r}")
+            return data[sel["key"]].decode(errors="replace")
+    if "fieldRef" in ref:
+        path = ref["fieldRef"].get("fieldPath", "")
+        fields = {
+            "metadata.name": pod["metadata"]["name"],
+            "metadata.namespace": ns,
+            "metadata.uid": pod["metadata"]["uid"],
+            "spec.nodeName": node,
+            "spec.serviceAccountName": pod.get("spec", {}).get("serviceAccountName", ""),
+            "status.podIP": pod_ip,
+            "status.hostIP": "",
+        }
+        if path not in fields:
+            raise SpecError(f"unsupported fieldRef {path!r}")
+        return str(fields[path])
+    raise SpecError(f"unsupported valueFrom {sorted(ref)}")

@@ -1,0 +1,530 @@
+"""One pod's life on this node: sandbox, containers, restarts, probes, status, termination.
+
+A PodWorker is a task per pod UID. Each round (every pod_sync_interval, or at once when the pod
+or an object it uses changes) it makes containerd match the pod spec: a ready sandbox, each
+container created and started, crashed containers restarted per restartPolicy with the
+kubelet's doubling back-off, liveness/startup failures killing the container, changed
+container specs replacing the container. It then builds the pod status from what the CRI
+reports and hands it to `report` when it changed. A pod with a deletionTimestamp (or deleted)
+is stopped gracefully, its sandbox removed, and `gone` is called.
+
+On an edgecore restart the worker finds the sandbox and containers it made before by their
+labels (io.kubernetes.pod.uid, io.kubernetes.container.name) and adopts them: nothing running is
+recreated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cri.runtime.v1 import api_pb2 as cri
+
+from edge.edged import podspec, probes, volumes
+from edge.edged.cri import CRI, CRIError
+from edge.edged.node import rfc3339
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]  # (pod, status)
+Gone = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Timing:
+    sync_interval: float = 1.0
+    backoff_initial: float = 10.0
+    backoff_max: float = 300.0
+
+
+@dataclass
+class _Container:
+    """What the worker remembers of one container name between rounds."""
+
+    backoff: float = 0.0
+    next_start: float = 0.0
+    waiting_reason: str = ""
+    waiting_message: str = ""
+    liveness: probes.Prober | None = None
+    readiness: probes.Prober | None = None
+    startup: probes.Prober | None = None
+    probed_id: str = ""
+
+
+@dataclass
+class PodWorker:
+    pod: dict[str, Any]
+    runtime: CRI
+    root: Path
+    node_name: str
+    lookup: volumes.Lookup
+    report: Report
+    gone: Gone
+    timing: Timing = field(default_factory=Timing)
+    host_ip: str = ""
+    sandbox_id: str = ""
+    pod_ip: str = ""
+    started_at: str = ""
+    deleted: bool = False
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _containers: dict[str, _Container] = field(default_factory=dict)
+    _last_status: dict[str, Any] = field(default_factory=dict)
+    _events: list[str] = field(default_factory=list)
+
+    @property
+    def uid(self) -> str:
+        return str(self.pod["metadata"]["uid"])
+
+    @property
+    def key(self) -> str:
+        meta = self.pod["metadata"]
+        return f"{meta.get('namespace', 'default')}/{meta['name']}"
+
+    def update(self, pod: dict[str, Any] | None) -> None:
+        """A new version of the pod (None: the pod was deleted from the API)."""
+        if pod is None:
+            self.deleted = True
+        else:
+            self.pod = pod
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Something the pod uses (a configmap, a secret) changed."""
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            if self.deleted or self.pod["metadata"].get("deletionTimestamp"):
+                await self._terminate()
+                return
+            try:
+                await self._sync()
+            except (CRIError, podspec.SpecError, volumes.VolumeError) as exc:
+                log.warning("edged: pod %s: %s", self.key, exc)
+            await self._report_status()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.timing.sync_interval)
+
+    async def _sync(self) -> None:
+        await self._ensure_sandbox()
+        paths = volumes.prepare(self.root, self.pod, self.lookup)
+        current = await self._current_containers()
+        for container in self.pod.get("spec", {}).get("containers") or []:
+            await self._sync_container(container, current.get(container["name"]), paths)
+
+    async def _ensure_sandbox(self) -> None:
+        if self.sandbox_id:
+            status = await self.runtime.pod_sandbox_status(self.sandbox_id)
+            if status.state == cri.SANDBOX_READY:
+                return
+            log.info(
+                "edged: pod %s: sandbox %s not ready; recreating", self.key, self.sandbox_id[:12]
+            )
+            await self._remove_sandbox()
+        existing = await self.runtime.list_pod_sandbox(
+            cri.PodSandboxFilter(label_selector={podspec.POD_UID: self.uid})
+        )
+        ready = [s for s in existing if s.state == cri.SANDBOX_READY]
+        if ready:
+            self.sandbox_id = ready[0].id
+            log.info("edged: pod %s: adopted sandbox %s", self.key, self.sandbox_id[:12])
+        else:
+            for stale in existing:
+                await self.runtime.remove_pod_sandbox(stale.id)
+            config = self._sandbox_config(attempt=len(existing))
+            self.sandbox_id = await self.runtime.run_pod_sandbox(config)
+            log.info("edged: pod %s: started sandbox %s", self.key, self.sandbox_id[:12])
+        status = await self.runtime.pod_sandbox_status(self.sandbox_id)
+        host_network = self.pod.get("spec", {}).get("hostNetwork")
+        self.pod_ip = self.host_ip if host_network else status.network.ip
+        created = datetime.fromtimestamp(status.created_at / 1e9, UTC)
+        self.started_at = self.started_at or rfc3339(created)
+
+    def _sandbox_config(self, attempt: int = 0) -> cri.PodSandboxConfig:
+        log_dir = volumes.pod_dir(self.root, self.uid) / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        return podspec.sandbox_config(self.pod, log_dir, attempt)
+
+    async def _current_containers(self) -> dict[str, list[cri.Container]]:
+        """This pod's containers by name, newest attempt first."""
+        found = await self.runtime.list_containers(
+            cri.ContainerFilter(
+                pod_sandbox_id=self.sandbox_id, label_selector={podspec.POD_UID: self.uid}
+            )
+        )
+        by_name: dict[str, list[cri.Container]] = {}
+        for c in found:
+            by_name.setdefault(c.metadata.name, []).append(c)
+        for items in by_name.values():
+            items.sort(key=lambda c: (c.metadata.attempt, c.created_at), reverse=True)
+        return by_name
+
+    # -- one container ---------------------------------------------------------------------
+
+    async def _sync_container(
+        self, spec: dict[str, Any], existing: list[cri.Container] | None, paths: dict[str, str]
+    ) -> None:
+        name = spec["name"]
+        memo = self._containers.setdefault(name, _Container())
+        latest = existing[0] if existing else None
+        if latest is None:
+            await self._start(spec, memo, paths, attempt=0)
+            return
+        if latest.annotations.get(podspec.CONTAINER_HASH) != podspec.container_hash(spec):
+            log.info("edged: pod %s: container %s changed; replacing it", self.key, name)
+            await self._kill(latest.id, self._grace())
+            await self._start(spec, memo, paths, attempt=latest.metadata.attempt + 1)
+            await self._prune(existing or [], keep=1)
+            return
+        if latest.state == cri.CONTAINER_RUNNING:
+            memo.waiting_reason = ""
+            await self._probe(spec, memo, latest)
+            return
+        if latest.state == cri.CONTAINER_CREATED:
+            await self.runtime.start_container(latest.id)
+            return
+        await self._maybe_restart(spec, memo, latest, paths, existing or [])
+
+    async def _maybe_restart(
+        self,
+        spec: dict[str, Any],
+        memo: _Container,
+        latest: cri.Container,
+        paths: dict[str, str],
+        existing: list[cri.Container],
+    ) -> None:
+        status = await self.runtime.container_status(latest.id)
+        policy = self.pod.get("spec", {}).get("restartPolicy", "Always")
+        if policy == "Never" or (policy == "OnFailure" and status.exit_code == 0):
+            memo.waiting_reason = ""
+            return
+        now = time.monotonic()
+        if memo.next_start == 0.0:
+            memo.backoff = (
+                self.timing.backoff_initial
+                if memo.backoff == 0.0
+                else min(memo.backoff * 2, self.timing.backoff_max)
+            )
+            memo.next_start = now + memo.backoff
+            memo.waiting_reason = "CrashLoopBackOff"
+            memo.waiting_message = (
+                f"back-off {memo.backoff:.0f}s restarting failed container={spec['name']} "
+                f"pod={self.pod['metadata']['name']}"
+            )
+        if now < memo.next_start:
+            return
+        memo.next_start = 0.0
+        await self._start(spec, memo, paths, attempt=latest.metadata.attempt + 1)
+        await self._prune(existing, keep=1)
+
+    async def _start(
+        self, spec: dict[str, Any], memo: _Container, paths: dict[str, str], *, attempt: int
+    ) -> None:
+        name = spec["name"]
+        try:
+            await self._ensure_image(spec, memo)
+            config = podspec.container_config(
+                self.pod,
+                spec,
+                lookup=self.lookup,
+                volume_paths=paths,
+                restart_count=attempt,
+                pod_ip=self.pod_ip,
+                node_name=self.node_name,
+            )
+        except podspec.SpecError as exc:
+            memo.waiting_reason, memo.waiting_message = "CreateContainerConfigError", str(exc)
+            raise
+        sandbox_config = self._sandbox_config()
+        container_id = await self.runtime.create_container(self.sandbox_id, config, sandbox_config)
+        await self.runtime.start_container(container_id)
+        memo.waiting_reason = ""
+        memo.liveness = _prober(spec.get("livenessProbe"))
+        memo.readiness = _prober(spec.get("readinessProbe"))
+        memo.startup = _prober(spec.get("startupProbe"))
+        memo.probed_id = container_id
+        log.info("edged: pod %s: started container %s (attempt %d)", self.key, name, attempt)
+
+    async def _ensure_image(self, spec: dict[str, Any], memo: _Container) -> None:
+        image = cri.ImageSpec(image=spec["image"])
+        policy = spec.get("imagePullPolicy") or (
+            "Always"
+            if spec["image"].endswith(":latest") or ":" not in spec["image"]
+            else "IfNotPresent"
+        )
+        present = await self.runtime.image_status(image)
+        if policy == "Never" and present is None:
+            memo.waiting_reason = "ErrImageNeverPull"
+            raise podspec.SpecError(
+                f"image {spec['image']} is not present and pull policy is Never"
+            )
+        if policy == "Always" or present is None:
+            try:
+                await self.runtime.pull_image(image)
+            except CRIError as exc:
+                if present is None:
+                    memo.waiting_reason, memo.waiting_message = "ErrImagePull", str(exc)
+                    raise
+                log.warning(
+                    "edged: pull of %s failed, using the local copy: %s", spec["image"], exc
+                )
+
+    async def _probe(
+        self, spec: dict[str, Any], memo: _Container, container: cri.Container
+    ) -> None:
+        if memo.probed_id != container.id:  # adopted after a restart: probes start afresh
+            memo.liveness = _prober(spec.get("livenessProbe"))
+            memo.readiness = _prober(spec.get("readinessProbe"))
+            memo.startup = _prober(spec.get("startupProbe"))
+            memo.probed_id = container.id
+
+        async def exec_fn(cmd: list[str], timeout: float) -> int:
+            resp = await self.runtime.exec_sync(container.id, cmd, timeout)
+            return int(resp.exit_code)
+
+        if memo.startup is not None and not memo.startup.passed:
+            if memo.startup.due():
+                ok = await probes.run_probe(memo.startup.spec, spec, self.pod_ip, exec_fn)
+                memo.startup.record(ok)
+                if memo.startup.failed:
+                    log.info(
+                        "edged: pod %s: startup probe of %s failed; killing", self.key, spec["name"]
+                    )
+                    await self._kill(container.id, self._grace())
+            return
+        for prober, kind in ((memo.liveness, "liveness"), (memo.readiness, "readiness")):
+            if prober is None or not prober.due():
+                continue
+            prober.record(await probes.run_probe(prober.spec, spec, self.pod_ip, exec_fn))
+            if kind == "liveness" and prober.failed:
+                log.info(
+                    "edged: pod %s: liveness probe of %s failed; restarting", self.key, spec["name"]
+                )
+                await self._kill(container.id, self._grace())
+                memo.liveness = _prober(spec.get("livenessProbe"))
+
+    async def _kill(self, container_id: str, grace: int) -> None:
+        with contextlib.suppress(CRIError):
+            await self.runtime.stop_container(container_id, grace)
+
+    async def _prune(self, existing: list[cri.Container], keep: int) -> None:
+        """Remove dead containers beyond the newest `keep` (kept for lastState and logs)."""
+        for old in existing[keep:]:
+            with contextlib.suppress(CRIError):
+                await self.runtime.remove_container(old.id)
+
+    def _grace(self) -> int:
+        meta_grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
+        spec_grace = self.pod.get("spec", {}).get("terminationGracePeriodSeconds", 30)
+        return int(meta_grace if meta_grace is not None else spec_grace)
+
+    # -- termination -----------------------------------------------------------------------
+
+    async def _terminate(self) -> None:
+        grace = self._grace()
+        log.info("edged: pod %s: stopping (grace %ds)", self.key, grace)
+        try:
+            if not self.sandbox_id:
+                found = await self.runtime.list_pod_sandbox(
+                    cri.PodSandboxFilter(label_selector={podspec.POD_UID: self.uid})
+                )
+                self.sandbox_id = found[0].id if found else ""
+            containers = await self.runtime.list_containers(
+                cri.ContainerFilter(label_selector={podspec.POD_UID: self.uid})
+            )
+            await asyncio.gather(
+                *(self._kill(c.id, grace) for c in containers if c.state == cri.CONTAINER_RUNNING)
+            )
+            for c in containers:
+                with contextlib.suppress(CRIError):
+                    await self.runtime.remove_container(c.id)
+            await self._remove_sandbox()
+        except CRIError as exc:
+            log.error("edged: pod %s: could not clean up: %s", self.key, exc)
+            raise
+        volumes.remove(self.root, self.uid)
+        await self.gone(self.pod)
+        log.info("edged: pod %s: removed from the node", self.key)
+
+    async def _remove_sandbox(self) -> None:
+        if not self.sandbox_id:
+            return
+        with contextlib.suppress(CRIError):
+            await self.runtime.stop_pod_sandbox(self.sandbox_id)
+        with contextlib.suppress(CRIError):
+            await self.runtime.remove_pod_sandbox(self.sandbox_id)
+        self.sandbox_id = ""
+
+    # -- status ----------------------------------------------------------------------------
+
+    async def _report_status(self) -> None:
+        try:
+            status = await self.status()
+        except CRIError as exc:
+            log.warning("edged: pod %s: no status: %s", self.key, exc)
+            return
+        if _comparable(status) != _comparable(self._last_status):
+            self._last_status = status
+            await self.report(self.pod, status)
+
+    async def status(self) -> dict[str, Any]:
+        spec = self.pod.get("spec", {})
+        current = await self._current_containers() if self.sandbox_id else {}
+        statuses = []
+        for c in spec.get("containers") or []:
+            statuses.append(await self._container_status(c, current.get(c["name"], [])))
+        return build_pod_status(
+            spec,
+            statuses,
+            pod_ip=self.pod_ip,
+            started_at=self.started_at,
+            host_ip=self.host_ip,
+        )
+
+    async def _container_status(
+        self, spec: dict[str, Any], found: list[cri.Container]
+    ) -> dict[str, Any]:
+        memo = self._containers.get(spec["name"], _Container())
+        out: dict[str, Any] = {
+            "name": spec["name"],
+            "image": spec["image"],
+            "ready": False,
+            "restartCount": 0,
+            "started": False,
+            "imageID": "",
+        }
+        if not found:
+            out["state"] = {"waiting": {"reason": memo.waiting_reason or "ContainerCreating"}}
+            return out
+        latest = await self.runtime.container_status(found[0].id)
+        out["restartCount"] = int(found[0].metadata.attempt)
+        out["imageID"] = latest.image_ref
+        out["containerID"] = f"containerd://{latest.id}"
+        out["state"] = _state(latest)
+        if memo.waiting_reason and latest.state == cri.CONTAINER_EXITED:
+            out["lastState"] = out["state"]
+            out["state"] = {
+                "waiting": {"reason": memo.waiting_reason, "message": memo.waiting_message}
+            }
+        elif len(found) > 1:
+            previous = await self.runtime.container_status(found[1].id)
+            out["lastState"] = _state(previous)
+        running = latest.state == cri.CONTAINER_RUNNING
+        started = running and (memo.startup is None or memo.startup.passed)
+        out["started"] = started
+        out["ready"] = started and (memo.readiness is None or memo.readiness.passed)
+        return out
+
+
+def _prober(spec: dict[str, Any] | None) -> probes.Prober | None:
+    return probes.Prober(spec) if spec else None
+
+
+def _ts(ns: int) -> str:
+    return rfc3339(datetime.fromtimestamp(ns / 1e9, UTC)) if ns else ""
+
+
+def _state(status: cri.ContainerStatus) -> dict[str, Any]:
+    if status.state == cri.CONTAINER_RUNNING:
+        return {"running": {"startedAt": _ts(status.started_at)}}
+    if status.state == cri.CONTAINER_EXITED:
+        return {
+            "terminated": {
+                "exitCode": int(status.exit_code),
+                "reason": status.reason or ("Completed" if status.exit_code == 0 else "Error"),
+                "message": status.message,
+                "startedAt": _ts(status.started_at),
+                "finishedAt": _ts(status.finished_at),
+                "containerID": f"containerd://{status.id}",
+            }
+        }
+    return {"waiting": {"reason": "ContainerCreating"}}
+
+
+def build_pod_status(
+    spec: dict[str, Any],
+    containers: list[dict[str, Any]],
+    *,
+    pod_ip: str,
+    started_at: str,
+    host_ip: str = "",
+) -> dict[str, Any]:
+    """Phase and conditions from container statuses, as the kubelet derives them."""
+    policy = spec.get("restartPolicy", "Always")
+    running = [c for c in containers if "running" in c["state"]]
+    terminated = [c["state"]["terminated"] for c in containers if "terminated" in c["state"]]
+    if containers and len(terminated) == len(containers) and policy != "Always":
+        failed = any(t["exitCode"] != 0 for t in terminated)
+        phase = (
+            "Failed" if failed and policy == "Never" else ("Succeeded" if not failed else "Running")
+        )
+    elif running or any(c["restartCount"] > 0 or "lastState" in c for c in containers):
+        phase = "Running"
+    else:
+        phase = "Pending"
+    ready = bool(containers) and all(c["ready"] for c in containers)
+    now = rfc3339()
+
+    def condition(kind: str, ok: bool) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "status": "True" if ok else "False",
+            "lastProbeTime": None,
+            "lastTransitionTime": now,
+        }
+
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": [
+            condition("PodScheduled", True),
+            condition("Initialized", True),
+            condition("ContainersReady", ready),
+            condition("Ready", ready),
+        ],
+        "containerStatuses": containers,
+        "qosClass": _qos(spec),
+    }
+    if pod_ip:
+        status["podIP"] = pod_ip
+        status["podIPs"] = [{"ip": pod_ip}]
+    if host_ip:
+        status["hostIP"] = host_ip
+    if started_at:
+        status["startTime"] = started_at
+    return status
+
+
+def _qos(spec: dict[str, Any]) -> str:
+    resources = [c.get("resources") or {} for c in spec.get("containers") or []]
+    if not any(r.get("limits") or r.get("requests") for r in resources):
+        return "BestEffort"
+    if all(
+        r.get("limits")
+        and r.get("limits") == (r.get("requests") or r.get("limits"))
+        and {"cpu", "memory"} <= set(r["limits"])
+        for r in resources
+    ):
+        return "Guaranteed"
+    return "Burstable"
+
+
+def _comparable(status: dict[str, Any]) -> Any:
+    """A status without its transition times, to tell whether anything really changed."""
+    if not status:
+        return None
+    return {
+        **status,
+        "conditions": [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
+        ],
+    }
