@@ -10,7 +10,7 @@ help:  ## list the verbs
 setup:  ## install Debian packages and the project's .venv (idempotent)
 	@scripts/setup.sh
 
-run: setup  ## set up, then run cloudcore and one edgecore (edge-1) on this machine
+run: setup  ## set up, then keadm up: cloudcore + edgecore edge-1 (own containerd) here
 	@scripts/run.sh $(DATA_DIR)
 
 test: setup  ## set up, check generated code/contract/lint/types, then run every test

@@ -110,6 +110,7 @@ async def cloud_child(args: argparse.Namespace) -> None:
         data_dir=Path(args.data_dir),
         hub_listen="127.0.0.1:0",
         api_listen="127.0.0.1:0",
+        metrics_listen="127.0.0.1:0",
         max_inflight=args.window,
     )
     supervisor = Supervisor(Bus())
@@ -150,7 +151,12 @@ async def cloud_child(args: argparse.Namespace) -> None:
 
 async def edge_child(args: argparse.Namespace) -> None:
     cfg = EdgeSettings(
-        data_dir=Path(args.data_dir), node_name=NODE, cloud=args.cloud, reconnect_initial=0.05
+        data_dir=Path(args.data_dir),
+        node_name=NODE,
+        cloud=args.cloud,
+        reconnect_initial=0.05,
+        edged=False,  # the hub and the store are measured, not pods
+        mqtt_listen="127.0.0.1:0",
     )
     db = open_database(cfg)
     supervisor = Supervisor(Bus())

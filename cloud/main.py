@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from cloud.apiserver.module import APIServer
+from cloud.devicecontroller.module import DeviceController
+from cloud.edgecontroller.module import EdgeController
 from cloud.hub.module import CloudHub
+from cloud.metrics import CloudMetrics, MetricsServer
 from cloud.settings import CloudSettings
+from cloud.synccontroller.module import SyncController
 from common import logs, settings
 from common.bus import Bus
 from common.process import serve
@@ -24,11 +31,53 @@ DESCRIPTION = (
 
 def register_modules(supervisor: Supervisor, cfg: CloudSettings) -> CloudHub:
     """Every cloudcore module, in start order (stopped in reverse)."""
-    if not cfg.kubeconfig:
-        supervisor.add(APIServer(cfg))
-    hub = CloudHub(supervisor.bus, cfg)
+    bus = supervisor.bus
+    api = None if cfg.kubeconfig else APIServer(cfg)
+    kubeconfig = Path(cfg.kubeconfig) if api is None else api.kubeconfig
+    api_ready = None if api is None else api.started
+    metrics = CloudMetrics()
+    hub = CloudHub(bus, cfg, metrics)
+    metrics.watch_hub(hub.connected_nodes, lambda: _queue_depths(hub))
+    sync = SyncController(bus, cfg, kubeconfig=kubeconfig, api_ready=api_ready)
+    edge = EdgeController(
+        bus,
+        cfg,
+        kubeconfig=kubeconfig,
+        api_ready=api_ready,
+        ledger=sync.ledger,
+        connected=lambda node: node in hub.sessions,
+        metrics=metrics,
+        log_streamer_sink=None if api is None else _pod_logs_to(api),
+    )
+    sync.reconcilers.append(edge)
+    metrics.gauge(
+        "kubeedge_synccontroller_objectsyncs",
+        "Objects held by edge nodes, as ObjectSync records",
+        lambda: len(sync.ledger),
+    )
+    if api is not None:
+        supervisor.add(api)
+    supervisor.add(MetricsServer(bus, metrics, cfg))
+    supervisor.add(sync)
+    supervisor.add(edge)
+    supervisor.add(DeviceController(bus, cfg, kubeconfig=kubeconfig, api_ready=api_ready))
     supervisor.add(hub)
     return hub
+
+
+def _queue_depths(hub: CloudHub) -> dict[str, int]:
+    nodes = set(hub.outbox.targets()) | set(hub.sessions)
+    return {node: hub.outbox.pending(node) for node in nodes}
+
+
+def _pod_logs_to(api: APIServer) -> Callable[[Callable[..., Any]], None]:
+    """Where edgecontroller plugs in pods/log once the embedded API server is up."""
+
+    def install(streamer: Callable[..., Any]) -> None:
+        if api.frontend is not None:
+            api.frontend.log_streamer = streamer
+
+    return install
 
 
 async def run(cfg: CloudSettings) -> None:

@@ -36,4 +36,32 @@ class CloudSettings:
     )
     max_request_bytes: int = setting(3 * MiB, "largest request body the API server accepts")
     stop_grace: float = setting(5.0, "seconds open streams get to finish on shutdown")
+    metrics_listen: str = setting(
+        "127.0.0.1:9091", "HOST:PORT where cloudcore serves Prometheus metrics (GET /metrics)"
+    )
+    node_monitor_period: float = setting(
+        5.0, "seconds between checks that each edge node still renews its Lease"
+    )
+    node_grace_period: float = setting(
+        40.0,
+        "seconds a disconnected edge node may go without renewing its Lease before its Ready "
+        "condition becomes Unknown",
+    )
+    sync_period: float = setting(
+        5.0, "seconds between comparisons of what nodes acknowledged (ObjectSync) with the API"
+    )
+    kube_watch_timeout: float = setting(
+        30.0, "seconds each watch request to the Kubernetes API lasts before it is renewed"
+    )
+    log_timeout: float = setting(
+        30.0,
+        "seconds `kubectl logs` waits for the node's first log bytes (and, without -f, "
+        "for each next chunk)",
+    )
+    device_status_batch: float = setting(
+        0.01, "seconds devicecontroller gathers reported device values before writing status"
+    )
+    device_api_workers: int = setting(
+        4, "threads devicecontroller writes Device status with (devices written in parallel)"
+    )
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")

@@ -20,6 +20,7 @@ class Module(StrEnum):
     EDGED = "edged"
     DEVICETWIN = "twin"
     EVENTBUS = "eventbus"
+    METRICS = "metrics"
 
 
 class Group(StrEnum):
@@ -34,6 +35,7 @@ class Group(StrEnum):
     BUS = "bus"
     USER = "user"
     SYNC = "sync"
+    METRICS = "metrics"
 
 
 class Operation(StrEnum):
@@ -48,6 +50,8 @@ class Operation(StrEnum):
     ERROR = "error"
     KEEPALIVE = "keepalive"
     UPLOAD = "upload"
+    # An MQTT message on the edge bus (eventbus <-> twin); the resource is the MQTT topic.
+    PUBLISH = "publish"
 
 
 KNOWN_OPERATIONS = frozenset(op.value for op in Operation)

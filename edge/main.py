@@ -12,9 +12,11 @@ from common.process import serve
 from common.sqlite import Database
 from common.supervisor import Supervisor
 from edge.edged.module import Edged
+from edge.eventbus.module import EventBus
 from edge.hub.module import EdgeHub
 from edge.meta.module import MetaManager
 from edge.settings import EdgeSettings
+from edge.twin.module import DeviceTwin
 
 DESCRIPTION = (
     "edgecore: kubeedge-py's edge part. Keeps one gRPC stream to cloudcore, stores everything "
@@ -33,6 +35,8 @@ def register_modules(supervisor: Supervisor, cfg: EdgeSettings, db: Database) ->
     supervisor.add(MetaManager(supervisor.bus, db))
     if cfg.edged:
         supervisor.add(Edged(supervisor.bus, cfg))
+    supervisor.add(DeviceTwin(supervisor.bus, cfg, db))
+    supervisor.add(EventBus(supervisor.bus, cfg, db))
     hub = EdgeHub(supervisor.bus, cfg, db)
     supervisor.add(hub)
     return hub

@@ -42,5 +42,24 @@ class EdgeSettings:
         10.0, "first delay before restarting a crashed container"
     )
     crash_backoff_max: float = setting(300.0, "longest delay before restarting a crashed container")
+    mqtt_mode: str = setting(
+        "internal", "internal: run the embedded MQTT broker; external: use --mqtt-broker"
+    )
+    mqtt_listen: str = setting("127.0.0.1:1883", "HOST:PORT the embedded MQTT broker listens on")
+    mqtt_broker: str = setting(
+        "tcp://127.0.0.1:1883", "the external MQTT broker (tcp://HOST:PORT) in external mode"
+    )
+    mqtt_username: str = setting("", "MQTT username (broker checks it when set; client sends it)")
+    mqtt_password: str = setting("", "MQTT password that goes with --mqtt-username")
+    mqtt_tls_cert: str = setting("", "PEM certificate: the embedded broker serves MQTT over TLS")
+    mqtt_tls_key: str = setting("", "PEM private key of --mqtt-tls-cert")
+    mqtt_qos: int = setting(0, "QoS (0 or 1) of edgecore's MQTT subscriptions and publishes")
+    mqtt_keepalive: int = setting(30, "seconds of MQTT keepalive for edgecore's own client")
+    mqtt_reconnect: float = setting(
+        1.0, "first delay before edgecore's client reconnects to the broker (doubled, jittered)"
+    )
+    mqtt_session_expiry: float = setting(
+        86400.0, "seconds a disconnected persistent MQTT session is kept (0: forever)"
+    )
     stop_grace: float = setting(5.0, "seconds modules get to stop on shutdown")
     log_level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR")

@@ -64,9 +64,14 @@ class APIServer:
         )
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(pki.serving_cert, pki.serving_key)
-        runner = web.AppRunner(self.frontend.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.frontend.app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=cfg.stop_grace,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=tls, shutdown_timeout=cfg.stop_grace)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
         self._runner = runner
         self.port = _bound_port(runner) or port

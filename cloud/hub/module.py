@@ -9,7 +9,11 @@ What it does:
   them in batches; replies to an edge's request skip the outbox;
 - upstream: each received envelope is validated (bad ones get an Error reply on the stream),
   acks and keepalives are handled here, everything else is recorded in the durable Inbox
-  (de-duplicated by message id), acked, and handed to the bus group its route names.
+  (de-duplicated by message id), acked, and handed to the bus group its route names;
+- streams (kubectl logs): a `log_query` is live, not durable: it goes out on the node's
+  current stream only, and what the node answers to it (stream frames, or an error) is
+  relayed to the module that sent the query; when the node disconnects, that module gets an
+  error (503), so a waiting client sees its stream end.
 
 What it does not: decide what a node should receive (edgecontroller, devicecontroller and
 synccontroller do), or authenticate nodes (a later issue adds mTLS; the link is plaintext).
@@ -31,9 +35,19 @@ from kubeedge.hub.v1 import hub_pb2, hub_pb2_grpc
 
 from cloud.hub.inbox import Inbox
 from cloud.hub.session import NodeSession
+from cloud.metrics import CloudMetrics
 from cloud.settings import CloudSettings
 from common.bus import Bus
-from common.envelope import Message, is_ack, make_ack, make_error, split_node, validate, with_node
+from common.envelope import (
+    Message,
+    is_ack,
+    make_ack,
+    make_error,
+    new_message,
+    split_node,
+    validate,
+    with_node,
+)
 from common.errors import BadMessage, UnknownModule
 from common.link import LinkFeeder
 from common.names import NODE_NAME_METADATA, Group, Module, Operation
@@ -51,9 +65,12 @@ class CloudHub:
     name: str = Module.CLOUDHUB
     group: str = Group.HUB
 
-    def __init__(self, bus: Bus, settings: CloudSettings) -> None:
+    def __init__(
+        self, bus: Bus, settings: CloudSettings, metrics: CloudMetrics | None = None
+    ) -> None:
         self.bus = bus
         self.settings = settings
+        self.metrics = metrics
         self.db = Database(Path(settings.data_dir) / "cloudhub.db", "SELECT 1")
         self.outbox = Outbox(
             self.db,
@@ -64,6 +81,7 @@ class CloudHub:
         )
         self.inbox = Inbox(self.db, settings.dedup_retention)
         self.sessions: dict[str, NodeSession] = {}
+        self.streams: dict[str, tuple[str, str]] = {}  # query id -> (node, module that asked)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -133,6 +151,9 @@ class CloudHub:
                 log.error("cloudhub: dropping message from %s: %s", msg.route.source, exc)
                 continue
             msg.route.resource = wire_resource
+            if msg.WhichOneof("body") == "log_query":
+                self._open_stream(node, msg)
+                continue
             if msg.header.parent_id:  # a reply to the edge: not stored, not resent
                 session = self.sessions.get(node)
                 if session is not None:
@@ -146,6 +167,57 @@ class CloudHub:
             per_node.setdefault(node, []).append(msg)
         for node, node_msgs in per_node.items():
             await self.outbox.put(node, node_msgs)
+
+    # -- streams: live queries whose answers go back to the module that asked ----------------
+
+    def _open_stream(self, node: str, query: Message) -> None:
+        session = self.sessions.get(node)
+        self.streams[query.header.id] = (node, query.route.source)
+        if session is None:
+            self._end_stream(query.header.id, f"node {node} is not connected")
+            return
+        session.feeder.push(query)
+
+    async def _relay_stream(self, node: str, msg: Message, stream_id: str) -> None:
+        owner_node, module = self.streams[stream_id]
+        if owner_node != node:
+            log.warning(
+                "cloudhub: node %s answered stream %s of node %s", node, stream_id, owner_node
+            )
+            return
+        if is_ack(msg):  # the node took the query; its frames follow
+            return
+        if msg.route.operation == Operation.ERROR or msg.stream_frame.end:
+            del self.streams[stream_id]
+        msg.route.resource = with_node(node, msg.route.resource)
+        try:
+            await self.bus.send(module, msg)
+        except UnknownModule:
+            self.streams.pop(stream_id, None)
+
+    def _end_stream(self, stream_id: str, reason: str) -> None:
+        """Tell the module waiting on a stream that it ended without its last frame."""
+        node, module = self.streams.pop(stream_id)
+        err = new_message(
+            source=self.name,
+            group=Group.RESOURCE,
+            operation=Operation.ERROR,
+            resource=with_node(node, "null/stream/" + stream_id),
+            parent_id=stream_id,
+        )
+        err.error.code = 503
+        err.error.message = reason
+        try:
+            self.bus.send_nowait(module, err)
+        except (asyncio.QueueFull, UnknownModule):
+            log.warning("cloudhub: could not tell %s that stream %s ended", module, stream_id)
+
+    def _stream_of(self, msg: Message) -> str:
+        """The open stream a message from a node answers, or ""."""
+        stream_id = msg.header.parent_id
+        if not stream_id and msg.WhichOneof("body") == "stream_frame":
+            stream_id = msg.stream_frame.stream_id
+        return stream_id if stream_id in self.streams else ""
 
     def _acked(self, node: str, msg: Message) -> None:
         """Tell synccontroller (group sync) which object version a node now holds."""
@@ -167,6 +239,8 @@ class CloudHub:
 
     async def on_frame(self, session: NodeSession, msgs: list[Message]) -> None:
         node = session.node
+        if self.metrics is not None:
+            self.metrics.hub_received.labels(node).inc(len(msgs))
         to_record: list[Message] = []
         for msg in msgs:
             try:
@@ -176,6 +250,10 @@ class CloudHub:
                 session.feeder.push(
                     make_error(msg, source=self.name, code=exc.code, reason=exc.reason)
                 )
+                continue
+            stream_id = self._stream_of(msg)
+            if stream_id:
+                await self._relay_stream(node, msg, stream_id)
                 continue
             op = msg.route.operation
             if is_ack(msg) or (op == Operation.ERROR and msg.header.parent_id):
@@ -260,7 +338,7 @@ class CloudHub:
             batch_size=self.settings.batch_size,
             max_frame_bytes=self.settings.max_message_bytes - 1024,
         )
-        session = NodeSession(node, feeder, self.settings.keepalive_timeout)
+        session = NodeSession(node, feeder, self.settings.keepalive_timeout, self.metrics)
         self.sessions[node] = session
         log.info("cloudhub: node %s connected", node)
         return session
@@ -268,6 +346,9 @@ class CloudHub:
     def close_session(self, session: NodeSession) -> None:
         if self.sessions.get(session.node) is session:
             del self.sessions[session.node]
+        if session.node not in self.sessions:  # not replaced: its open streams are over
+            for stream_id in [s for s, (n, _) in self.streams.items() if n == session.node]:
+                self._end_stream(stream_id, f"node {session.node} disconnected")
         log.info("cloudhub: node %s disconnected: %s", session.node, session.end_reason)
 
     def connected_nodes(self) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from kubeedge.hub.v1 import hub_pb2
 
+from cloud.metrics import CloudMetrics
 from common.envelope import Message
 from common.link import LinkFeeder
 
@@ -27,8 +28,15 @@ FrameHandler = Callable[["NodeSession", list[Message]], Awaitable[None]]
 
 
 class NodeSession:
-    def __init__(self, node: str, feeder: LinkFeeder, keepalive_timeout: float) -> None:
+    def __init__(
+        self,
+        node: str,
+        feeder: LinkFeeder,
+        keepalive_timeout: float,
+        metrics: CloudMetrics | None = None,
+    ) -> None:
         self.node = node
+        self.metrics = metrics
         self.feeder = feeder
         self.keepalive_timeout = keepalive_timeout
         self.last_seen = time.monotonic()
@@ -78,6 +86,8 @@ class NodeSession:
             await context.write(hub_pb2.ConnectResponse(messages=batch))
             self.frames_out += 1
             self.messages_out += len(batch)
+            if self.metrics is not None:
+                self.metrics.hub_sent.labels(self.node).inc(len(batch))
 
     async def _watchdog(self) -> None:
         while True:

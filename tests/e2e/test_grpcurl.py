@@ -27,7 +27,17 @@ def free_port() -> int:
 async def cloudcore(tmp_path: Path) -> AsyncIterator[str]:
     port = free_port()
     proc = await Proc(
-        python("cloud.main", "--data-dir", str(tmp_path), "--hub-listen", f"127.0.0.1:{port}"),
+        python(
+            "cloud.main",
+            "--data-dir",
+            str(tmp_path),
+            "--hub-listen",
+            f"127.0.0.1:{port}",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ),
         "cloudcore",
     ).start()
     await proc.wait_line("serving HubService")

@@ -71,6 +71,8 @@ async def start_proc(data_dir: Path, api_port: int, extra: list[str]) -> Proc:
             "127.0.0.1:0",
             "--api-listen",
             f"127.0.0.1:{api_port}",
+            "--metrics-listen",
+            "127.0.0.1:0",
             *extra,
         ),
         "cloudcore",

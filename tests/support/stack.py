@@ -23,12 +23,14 @@ from tests.support.modules import Recorder
 FAST_CLOUD: dict[str, Any] = {
     "hub_listen": "127.0.0.1:0",
     "api_listen": "127.0.0.1:0",
+    "metrics_listen": "127.0.0.1:0",
     "keepalive_timeout": 1.5,
     "resend_interval": 0.5,
     "stop_grace": 0.2,
 }
 FAST_EDGE: dict[str, Any] = {
     "edged": False,
+    "mqtt_listen": "127.0.0.1:0",
     "keepalive_interval": 0.2,
     "keepalive_timeout": 1.5,
     "reconnect_initial": 0.05,

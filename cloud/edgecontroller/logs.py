@@ -1,0 +1,193 @@
+"""pods/log through the hub: `kubectl logs` on the embedded API server, answered by the node.
+
+The API server's pods/{name}/log handler calls `LogStreams.serve(request, pod)`. It checks the
+request as Kubernetes does (container, numeric parameters), answers 503 when the pod's node
+has no stream to this cloudcore, and otherwise sends a `log_query` (group edged, operation
+query, resource `node/{node}/{ns}/log/{pod}`) through cloudhub, which relays the node's
+answers back here: `stream_frame`s, copied to the HTTP response as they come until the frame
+with end=true, or an `error`, turned into a Kubernetes Status. Without --follow, a node silent
+for --log-timeout ends the stream; with it, the stream lasts until the node ends it, the node
+disconnects (cloudhub reports that as an error) or the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from kubeedge.hub.v1 import message_pb2
+
+from cloud.edgecontroller.kube import Obj
+from cloud.edgecontroller.objects import key_of
+from common.bus import Bus
+from common.envelope import Message, new_message, with_node
+from common.names import Group, Module, Operation, ResourceType
+
+log = logging.getLogger(__name__)
+
+REASONS = {400: "BadRequest", 404: "NotFound", 503: "ServiceUnavailable", 504: "Timeout"}
+CLIENT_CHECK = 1.0  # seconds between checks that a --follow client is still there
+
+
+class InvalidRequest(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def status_response(code: int, message: str) -> web.Response:
+    """A Kubernetes Status as the API server sends it for a failed request."""
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": REASONS.get(code, "InternalError"),
+        "code": code,
+    }
+    return web.json_response(body, status=code)
+
+
+class LogStreams:
+    def __init__(self, bus: Bus, connected: Callable[[str], bool], timeout: float) -> None:
+        self.bus = bus
+        self.connected = connected
+        self.timeout = timeout
+        self._open: dict[str, asyncio.Queue[Message]] = {}
+
+    def deliver(self, msg: Message) -> bool:
+        """Hand a node's answer to the stream waiting for it; False if `msg` is no answer."""
+        body = msg.WhichOneof("body")
+        if body != "stream_frame" and not msg.header.parent_id:
+            return False
+        stream_id = msg.header.parent_id or msg.stream_frame.stream_id
+        queue = self._open.get(stream_id)
+        if queue is None:
+            log.debug("edgecontroller: dropping %s for closed stream %s", body, stream_id)
+        else:
+            queue.put_nowait(msg)
+        return True
+
+    async def serve(self, request: web.Request, pod: Obj) -> web.StreamResponse:
+        namespace, name = key_of(pod)
+        node = str((pod.get("spec") or {}).get("nodeName") or "")
+        try:
+            query = _query(request.query, pod)
+        except InvalidRequest as exc:
+            return status_response(400, exc.message)
+        if not node:
+            return status_response(400, f"pod {name} does not have a host assigned")
+        if not self.connected(node):
+            return status_response(503, f"node {node} is not connected to cloudcore")
+        msg = new_message(
+            source=Module.EDGECONTROLLER,
+            group=Group.EDGED,
+            operation=Operation.QUERY,
+            resource=with_node(node, f"{namespace}/{ResourceType.LOG}/{name}"),
+        )
+        msg.log_query.CopyFrom(query)
+        msg.log_query.namespace, msg.log_query.pod = namespace, name
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._open[msg.header.id] = queue
+        try:
+            await self.bus.send(Module.CLOUDHUB, msg)
+            try:
+                first = await asyncio.wait_for(queue.get(), self.timeout)
+            except TimeoutError:
+                return status_response(
+                    504, f"node {node} did not answer the log request within {self.timeout}s"
+                )
+            if first.WhichOneof("body") != "stream_frame":
+                return _error_response(first)
+            return await self._relay(request, queue, first, follow=query.follow)
+        finally:
+            del self._open[msg.header.id]
+
+    async def _relay(
+        self, request: web.Request, queue: asyncio.Queue[Message], first: Message, *, follow: bool
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        msg: Message | None = first
+        while msg is not None:
+            if msg.WhichOneof("body") != "stream_frame":
+                log.info("edgecontroller: log stream ended early: %s", msg.error.message)
+                break
+            if msg.stream_frame.data:
+                await response.write(msg.stream_frame.data)
+            if msg.stream_frame.end:
+                break
+            msg = await self._next(request, queue, follow=follow)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+    async def _next(
+        self, request: web.Request, queue: asyncio.Queue[Message], *, follow: bool
+    ) -> Message | None:
+        """The next answer; None when the node went quiet (no follow) or the client left."""
+        waited = 0.0
+        while True:
+            step = CLIENT_CHECK if follow else min(CLIENT_CHECK, self.timeout - waited)
+            try:
+                return await asyncio.wait_for(queue.get(), max(step, 0.01))
+            except TimeoutError:
+                waited += step
+            if request.transport is None or request.transport.is_closing():
+                return None
+            if not follow and waited >= self.timeout:
+                return None
+
+
+def _error_response(msg: Message) -> web.Response:
+    code = msg.error.code if msg.error.code in REASONS else 500
+    return status_response(code, msg.error.message or "the node could not serve the log")
+
+
+def _query(params: Any, pod: Obj) -> message_pb2.LogQuery:
+    """The LogQuery for these request parameters, checked as Kubernetes checks them."""
+    spec = pod.get("spec") or {}
+    names = [c.get("name") for c in spec.get("containers") or []]
+    others = [
+        c.get("name")
+        for field in ("initContainers", "ephemeralContainers")
+        for c in spec.get(field) or []
+    ]
+    name = key_of(pod)[1]
+    container = params.get("container", "")
+    if not container:
+        if len(names) != 1:
+            choices = " ".join(str(n) for n in names)
+            raise InvalidRequest(
+                f"a container name must be specified for pod {name}, choose one of: [{choices}]"
+            )
+        container = names[0]
+    elif container not in names + others:
+        raise InvalidRequest(f"container {container} is not valid for pod {name}")
+    query = message_pb2.LogQuery(container=str(container))
+    query.follow = _bool(params.get("follow"))
+    query.timestamps = _bool(params.get("timestamps"))
+    query.tail_lines = _int(params.get("tailLines"), "tailLines")
+    query.since_seconds = _int(params.get("sinceSeconds"), "sinceSeconds")
+    return query
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true")
+
+
+def _int(value: str | None, what: str) -> int:
+    if value in (None, ""):
+        return 0
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise InvalidRequest(f"{what} must be an integer, got {value!r}") from None
+    if number < 0:
+        raise InvalidRequest(f"{what} must be non-negative, got {number}")
+    return number

@@ -1,0 +1,294 @@
+"""What edge nodes report, written to the Kubernetes API (docs/protocol.md, upstream).
+
+- node registration (`null/node/{node}`, insert/update, object): create the Node if missing,
+  else merge the node's labels in (labels users set stay) and refresh its status;
+- node status (`null/nodestatus/{node}`, node_status): strategic-merge nodes/{node}/status,
+  so conditions merge by type; a condition whose status did not change keeps its
+  lastTransitionTime;
+- lease (`kube-node-lease/lease/{node}`, lease): create or update Lease kube-node-lease/{node};
+- pod status (`{ns}/podstatus/{name}`, pod_status): patch pods/{name}/status when the pod is
+  still the one the node reports (same uid) and bound to that node;
+- pod gone (`{ns}/pod/{name}`, delete, pod_status): delete the pod with grace 0 and a uid
+  precondition; a pod already gone is fine.
+
+A node may only write about itself and its own pods. Every write is idempotent (cloudhub may
+hand a message on again after a restart); reports of one resource are applied in order (one
+worker per shard of resources); a write the API could not take is retried a few times.
+Reports wait until the caches they are checked against hold the first listings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+
+from cloud.edgecontroller.errors import APIUnavailable, Conflict, KubeAPIError, NotFound
+from cloud.edgecontroller.kube import Kube, Obj
+from cloud.edgecontroller.objects import EDGE_NODE_LABEL, meta, uid_of
+from cloud.metrics import CloudMetrics
+from common.envelope import Message, parse_resource, split_node
+from common.errors import BadMessage
+from common.names import Operation, ResourceType
+
+log = logging.getLogger(__name__)
+
+LEASE_NAMESPACE = "kube-node-lease"
+DEFAULT_LEASE_SECONDS = 40
+SMP = "application/strategic-merge-patch+json"
+MERGE = "application/merge-patch+json"
+SHARDS = 4
+ATTEMPTS = 5
+NODE_STATUS_FIELDS = ("addresses", "capacity", "allocatable", "nodeInfo", "daemonEndpoints")
+
+
+class Refused(Exception):
+    """A report this node may not make (about another node, or another node's pod)."""
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def micro_time(ms: int) -> str:
+    """RFC 3339 with microseconds, as Lease.spec.renewTime (a MicroTime) is written."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Upstream:
+    def __init__(
+        self,
+        kube: Kube,
+        node_lookup: Callable[[str], Obj | None],
+        pod_lookup: Callable[[str, str], Obj | None],
+        ready: asyncio.Event,
+        metrics: CloudMetrics | None = None,
+    ) -> None:
+        self.kube = kube
+        self.ready = ready  # the caches the lookups read are filled
+        self.node_lookup = node_lookup
+        self.pod_lookup = pod_lookup
+        self.metrics = metrics
+        self._shards: list[asyncio.Queue[Message]] = [asyncio.Queue() for _ in range(SHARDS)]
+
+    def submit(self, msg: Message) -> None:
+        """Queue a report; reports of one resource go to one worker, so they stay in order."""
+        shard = zlib.crc32(msg.route.resource.encode()) % SHARDS
+        self._shards[shard].put_nowait(msg)
+
+    async def run(self) -> None:
+        await self.ready.wait()  # a pod report checked against an empty cache would be lost
+        await asyncio.gather(*(self._worker(q) for q in self._shards))
+
+    async def _worker(self, queue: asyncio.Queue[Message]) -> None:
+        while True:
+            msg = await queue.get()
+            await self.apply_with_retries(msg)
+
+    async def apply_with_retries(self, msg: Message) -> None:
+        delay = 0.2
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                result = await self.apply(msg)
+            except APIUnavailable as exc:
+                if attempt == ATTEMPTS:
+                    log.error("edgecontroller: giving up on %s: %s", msg.route.resource, exc)
+                    self._count(msg, "failed")
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            except (KubeAPIError, BadMessage, Refused, ValueError) as exc:
+                log.warning("edgecontroller: cannot apply %s: %s", msg.route.resource, exc)
+                result = "refused"
+            self._count(msg, result)
+            return
+
+    def _count(self, msg: Message, result: str) -> None:
+        if self.metrics is not None:
+            try:
+                kind = parse_resource(split_node(msg.route.resource)[1]).type
+            except BadMessage:
+                kind = "unknown"
+            self.metrics.upstream.labels(kind, result).inc()
+
+    async def apply(self, msg: Message) -> str:
+        """Apply one report; returns "applied" or "ignored"."""
+        node, wire = split_node(msg.route.resource)
+        res = parse_resource(wire)
+        op, body = msg.route.operation, msg.WhichOneof("body")
+        if res.type == ResourceType.NODE and body == "object" and op != Operation.DELETE:
+            await self.register(node, res.name, msg.object.object_json)
+        elif res.type == ResourceType.NODE_STATUS and body == "node_status":
+            await self.node_status(node, res.name, msg.node_status.status_json)
+        elif res.type == ResourceType.LEASE and body == "lease":
+            await self.lease(node, res.name, msg.lease)
+        elif res.type == ResourceType.POD_STATUS and body == "pod_status":
+            await self.pod_status(node, res.namespace, res.name, msg.pod_status)
+        elif res.type == ResourceType.POD and op == Operation.DELETE and body == "pod_status":
+            await self.pod_gone(node, res.namespace, res.name, msg.pod_status.uid)
+        else:
+            log.debug("edgecontroller: ignoring %s %s (%s) from %s", op, wire, body, node)
+            return "ignored"
+        return "applied"
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    async def register(self, node: str, name: str, object_json: bytes) -> None:
+        _own(node, name)
+        reported: Obj = json.loads(object_json or b"{}")
+        labels = dict(meta(reported).get("labels") or {})
+        labels.setdefault(EDGE_NODE_LABEL, "")
+        core = self.kube.core
+        existed = True
+        try:
+            await self.kube.read(core.read_node, node)
+        except NotFound:
+            existed = False
+            body: Obj = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": node,
+                    "labels": labels,
+                    "annotations": meta(reported).get("annotations") or {},
+                },
+                "spec": reported.get("spec") or {},
+            }
+            try:
+                await self.kube.call(core.create_node, body)
+                log.info("edgecontroller: node %s registered", node)
+            except Conflict:
+                existed = True  # registered meanwhile (a resend, or another cloudcore)
+        if existed:  # the node's own labels win; labels users set stay
+            await self.kube.call(
+                core.patch_node, node, {"metadata": {"labels": labels}}, _content_type=MERGE
+            )
+        status = reported.get("status") or {}
+        fields = {k: status[k] for k in NODE_STATUS_FIELDS if k in status}
+        if status.get("conditions"):
+            fields["conditions"] = self._conditions(node, status["conditions"])
+        if fields:
+            await self.kube.call(
+                core.patch_node_status, node, {"status": fields}, _content_type=SMP
+            )
+
+    async def node_status(self, node: str, name: str, status_json: bytes) -> None:
+        _own(node, name)
+        status: Obj = json.loads(status_json or b"{}")
+        if status.get("conditions"):
+            status["conditions"] = self._conditions(node, status["conditions"])
+        await self.kube.call(
+            self.kube.core.patch_node_status, node, {"status": status}, _content_type=SMP
+        )
+
+    def _conditions(self, node: str, reported: list[Obj]) -> list[Obj]:
+        """Reported conditions with heartbeat and transition times filled in."""
+        cached = self.node_lookup(node) or {}
+        known = {c.get("type"): c for c in (cached.get("status") or {}).get("conditions") or []}
+        now = now_rfc3339()
+        out = []
+        for condition in reported:
+            c = dict(condition)
+            c.setdefault("lastHeartbeatTime", now)
+            before = known.get(c.get("type"))
+            if "lastTransitionTime" not in c:
+                same = before is not None and before.get("status") == c.get("status")
+                c["lastTransitionTime"] = (before or {}).get("lastTransitionTime") if same else now
+                c["lastTransitionTime"] = c["lastTransitionTime"] or now
+            out.append(c)
+        return out
+
+    async def lease(self, node: str, name: str, renewal: Any) -> None:
+        _own(node, name)
+        if renewal.node_name and renewal.node_name != node:
+            raise Refused(f"node {node} may not renew the lease of {renewal.node_name}")
+        renew_ms = renewal.renew_time_ms or int(datetime.now(UTC).timestamp() * 1000)
+        spec = {
+            "holderIdentity": node,
+            "leaseDurationSeconds": renewal.lease_duration_seconds or DEFAULT_LEASE_SECONDS,
+            "renewTime": micro_time(renew_ms),
+        }
+        api = self.kube.coordination
+        try:
+            await self.kube.call(
+                api.patch_namespaced_lease,
+                node,
+                LEASE_NAMESPACE,
+                {"spec": spec},
+                _content_type=MERGE,
+            )
+            return
+        except NotFound:
+            pass
+        metadata: Obj = {"name": node, "namespace": LEASE_NAMESPACE}
+        owner = self.node_lookup(node)
+        if owner is not None and uid_of(owner):
+            metadata["ownerReferences"] = [
+                {"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid_of(owner)}
+            ]
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
+        try:
+            await self.kube.call(
+                api.create_namespaced_lease, LEASE_NAMESPACE, {**body, "spec": spec}
+            )
+        except Conflict:  # created meanwhile: renew it
+            await self.kube.call(
+                api.patch_namespaced_lease,
+                node,
+                LEASE_NAMESPACE,
+                {"spec": spec},
+                _content_type=MERGE,
+            )
+
+    # -- pods ------------------------------------------------------------------------------
+
+    def _own_pod(self, node: str, namespace: str, name: str, uid: str) -> Obj | None:
+        """The cached pod if it is the one the node reports about, else None."""
+        pod = self.pod_lookup(namespace, name)
+        if pod is None or (uid and uid_of(pod) != uid):
+            return None  # gone, or a new pod of the same name: the report is stale
+        if (pod.get("spec") or {}).get("nodeName") != node:
+            raise Refused(f"pod {namespace}/{name} is not bound to node {node}")
+        return pod
+
+    async def pod_status(self, node: str, namespace: str, name: str, report: Any) -> None:
+        if self._own_pod(node, namespace, name, report.uid) is None:
+            log.debug("edgecontroller: status of a pod gone: %s/%s", namespace, name)
+            return
+        status = json.loads(report.status_json or b"{}")
+        with contextlib.suppress(NotFound):  # deleted meanwhile
+            await self.kube.call(
+                self.kube.core.patch_namespaced_pod_status,
+                name,
+                namespace,
+                {"status": status},
+                _content_type=SMP,
+            )
+
+    async def pod_gone(self, node: str, namespace: str, name: str, uid: str) -> None:
+        if not uid:
+            raise Refused(f"pod-gone report for {namespace}/{name} names no uid")
+        self._own_pod(node, namespace, name, uid)
+        options = client.V1DeleteOptions(
+            grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
+        )
+        try:
+            await self.kube.call(
+                self.kube.core.delete_namespaced_pod, name, namespace, body=options
+            )
+            log.info("edgecontroller: pod %s/%s removed by node %s", namespace, name, node)
+        except (NotFound, Conflict):
+            pass  # already gone, or the name now belongs to another pod
+
+
+def _own(node: str, name: str) -> None:
+    if name != node:
+        raise Refused(f"node {node} may not report about node {name}")

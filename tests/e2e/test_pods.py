@@ -1,0 +1,342 @@
+"""Pods end to end: kubectl → cloudcore → hub → edgecore → containerd, and status back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.edged.containerd import socket_path_for
+from edge.edged.cri import CRI
+from tests.support.cluster import Cluster, free_port, start_cluster
+from tests.support.procs import Proc, python
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).parents[2]
+FAST_CLOUD = [
+    "--node-monitor-period",
+    "0.5",
+    "--node-grace-period",
+    "5",
+    "--sync-period",
+    "1",
+    "--resend-interval",
+    "1",
+    "--keepalive-timeout",
+    "5",
+]
+
+
+@dataclass
+class Node:
+    proc: Proc
+    data_dir: Path
+    flags: list[str]
+
+    async def restart(self) -> None:
+        await self.proc.terminate()
+        self.proc = await Proc(python("edge.main", *self.flags), "edgecore").start()
+
+    async def cri(self) -> CRI:
+        runtime = CRI()
+        await runtime.connect(f"unix://{socket_path_for(self.data_dir / 'containerd')}")
+        return runtime
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("images")
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build-image.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, images: Path) -> AsyncIterator[tuple[Cluster, Node]]:
+    hub_port = free_port()
+    cluster = await start_cluster(
+        tmp_path / "cloud", "--hub-listen", f"127.0.0.1:{hub_port}", *FAST_CLOUD
+    )
+    suffix = random.randint(1000, 9999)
+    edge_dir = tmp_path / "edge"
+    flags = [
+        "--data-dir",
+        str(edge_dir),
+        "--node-name",
+        "edge-1",
+        "--cloud",
+        f"127.0.0.1:{hub_port}",
+        "--images-dir",
+        str(images),
+        "--cni-bridge",
+        f"ket{suffix}",
+        "--pod-cidr",
+        f"10.{200 + suffix % 50}.{suffix % 250}.0/24",
+        "--node-status-interval",
+        "1",
+        "--lease-renew-interval",
+        "1",
+        "--keepalive-interval",
+        "0.5",
+        "--keepalive-timeout",
+        "3",
+        "--reconnect-initial",
+        "0.1",
+        "--reconnect-max",
+        "0.5",
+        "--resend-interval",
+        "1",
+        "--pod-sync-interval",
+        "0.3",
+        "--crash-backoff-initial",
+        "0.5",
+        "--crash-backoff-max",
+        "2",
+    ]
+    node = Node(await Proc(python("edge.main", *flags), "edgecore").start(), edge_dir, flags)
+    try:
+        await wait_for(lambda: node_ready(cluster), 60, "edge-1 Ready")
+        yield cluster, node
+    finally:
+        await node.proc.terminate()
+        await cluster.proc.terminate()
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "edge.edged.reset", "--data-dir", str(edge_dir)],
+            capture_output=True,
+            check=False,
+        )
+
+
+async def wait_for(check: Any, timeout: float, what: str) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.3)
+
+
+async def node_ready(cluster: Cluster) -> bool:
+    out = await cluster.kubectl("get", "node", "edge-1", "-o", "json", check=False)
+    try:
+        node = json.loads(out)
+    except ValueError:
+        return False
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in node.get("status", {}).get("conditions", [])
+    )
+
+
+WEB = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+    "spec": {
+        "nodeName": "edge-1",
+        "terminationGracePeriodSeconds": 2,
+        "containers": [
+            {
+                "name": "httpd",
+                "image": "kubeedge-py/busybox:latest",
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "echo serving; exec httpd -f -v -p 8080 -h /www"],
+                "env": [
+                    {
+                        "name": "GREETING",
+                        "valueFrom": {"configMapKeyRef": {"name": "content", "key": "greeting"}},
+                    }
+                ],
+                "volumeMounts": [{"name": "www", "mountPath": "/www"}],
+                "resources": {"limits": {"cpu": "200m", "memory": "64Mi"}},
+                "readinessProbe": {
+                    "httpGet": {"port": 8080, "path": "/index.html"},
+                    "periodSeconds": 1,
+                },
+            },
+        ],
+        "volumes": [{"name": "www", "configMap": {"name": "content"}}],
+    },
+}
+CONTENT = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "content", "namespace": "default"},
+    "data": {"index.html": "version one\n", "greeting": "hi"},
+}
+
+
+async def pod(cluster: Cluster, name: str) -> dict[str, Any]:
+    out = await cluster.kubectl("get", "pod", name, "-o", "json", check=False)
+    try:
+        return dict(json.loads(out))
+    except ValueError:
+        return {}
+
+
+def fetch(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""
+
+
+async def test_pod_serves_configmap_and_follows_its_changes(stack: tuple[Cluster, Node]) -> None:
+    """A pod on the CNI bridge goes Running, serves its configmap over HTTP at its pod IP,
+    serves the new content after the configmap changes, and shows its output in kubectl logs."""
+    cluster, _ = stack
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(CONTENT))
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(WEB))
+
+    async def running() -> dict[str, Any] | None:
+        p = await pod(cluster, "web")
+        status = p.get("status", {})
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+        )
+        return p if status.get("phase") == "Running" and status.get("podIP") and ready else None
+
+    p = await wait_for(running, 60, "pod web Running and Ready")
+    ip = p["status"]["podIP"]
+    assert not ip.startswith("127.") and ip != p["status"].get("hostIP")  # the bridge network
+    container = p["status"]["containerStatuses"][0]
+    assert container["containerID"].startswith("containerd://") and container["imageID"]
+    url = f"http://{ip}:8080/index.html"
+    assert await asyncio.to_thread(fetch, url) == "version one\n"
+    changed = {**CONTENT, "data": {**CONTENT["data"], "index.html": "version two\n"}}
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(changed))
+
+    async def updated() -> bool:
+        return await asyncio.to_thread(fetch, url) == "version two\n"
+
+    await wait_for(updated, 30, "the served file to change")
+    logs = await cluster.kubectl("logs", "web")
+    assert "serving" in logs
+
+
+async def test_crashing_and_unhealthy_containers_restart(stack: tuple[Cluster, Node]) -> None:
+    """A container exiting non-zero is restarted (restartCount rises) and a failing liveness
+    probe restarts its container."""
+    cluster, _ = stack
+    crasher = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "crasher", "namespace": "default"},
+        "spec": {
+            "nodeName": "edge-1",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "fail",
+                    "image": "kubeedge-py/busybox:latest",
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", "echo attempt; exit 3"],
+                },
+                {
+                    "name": "sick",
+                    "image": "kubeedge-py/busybox:latest",
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "3600"],
+                    "livenessProbe": {
+                        "exec": {"command": ["cat", "/nonexistent"]},
+                        "periodSeconds": 1,
+                        "failureThreshold": 2,
+                    },
+                },
+            ],
+        },
+    }
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(crasher))
+
+    async def restarted() -> bool:
+        statuses = {
+            c["name"]: c
+            for c in (await pod(cluster, "crasher")).get("status", {}).get("containerStatuses", [])
+        }
+        fail, sick = statuses.get("fail", {}), statuses.get("sick", {})
+        return fail.get("restartCount", 0) >= 2 and sick.get("restartCount", 0) >= 1
+
+    await wait_for(restarted, 60, "both containers restarted")
+    statuses = {
+        c["name"]: c for c in (await pod(cluster, "crasher"))["status"]["containerStatuses"]
+    }
+    last = statuses["fail"].get("lastState", {}).get("terminated") or statuses["fail"]["state"].get(
+        "terminated", {}
+    )
+    assert last.get("exitCode") == 3
+
+
+async def test_delete_removes_containers_then_the_pod(stack: tuple[Cluster, Node]) -> None:
+    """kubectl delete stops the pod on the node: sandbox and containers are gone from
+    containerd (asked through the CRI) and the pod is gone from the API."""
+    cluster, node = stack
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(CONTENT))
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(WEB))
+
+    async def has_sandbox() -> bool:
+        p = await pod(cluster, "web")
+        return p.get("status", {}).get("phase") == "Running"
+
+    await wait_for(has_sandbox, 60, "pod running")
+    uid = (await pod(cluster, "web"))["metadata"]["uid"]
+    await cluster.kubectl("delete", "pod", "web", "--timeout=60s")
+    assert (await pod(cluster, "web")) == {}
+    runtime = await node.cri()
+    try:
+        from cri.runtime.v1 import api_pb2 as cri
+
+        label = {"io.kubernetes.pod.uid": uid}
+        assert await runtime.list_pod_sandbox(cri.PodSandboxFilter(label_selector=label)) == []
+        assert await runtime.list_containers(cri.ContainerFilter(label_selector=label)) == []
+    finally:
+        await runtime.close()
+
+
+async def test_edge_restart_without_cloud_adopts_running_pods(stack: tuple[Cluster, Node]) -> None:
+    """With cloudcore down, a restarted edgecore rebuilds its pods from SQLite and adopts the
+    running containers; when the cloud returns nothing is recreated."""
+    cluster, node = stack
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(CONTENT))
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(WEB))
+
+    async def container_id() -> str:
+        statuses = (await pod(cluster, "web")).get("status", {}).get("containerStatuses", [])
+        running = [c for c in statuses if "running" in c.get("state", {})]
+        return str(running[0]["containerID"]) if running else ""
+
+    before = await wait_for(container_id, 60, "container running")
+    await cluster.proc.terminate()
+    await node.restart()
+    await node.proc.wait_line("pod(s) restored from the local store", 60)
+    runtime = await node.cri()
+    try:
+        from cri.runtime.v1 import api_pb2 as cri
+
+        await asyncio.sleep(2)  # a few pod-sync rounds with no cloud
+        running = await runtime.list_containers(
+            cri.ContainerFilter(state=cri.ContainerStateValue(state=cri.CONTAINER_RUNNING))
+        )
+        assert [f"containerd://{c.id}" for c in running] == [before]
+    finally:
+        await runtime.close()
+    await cluster.restart(kill=False)
+    await wait_for(lambda: node_ready(cluster), 60, "edge-1 Ready again")
+    await asyncio.sleep(2)
+    assert await container_id() == before

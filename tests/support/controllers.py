@@ -1,0 +1,212 @@
+"""Helpers for edgecontroller/synccontroller tests: the API as a test client sees it, a
+stand-alone API server, edge-side reports, and a fake log answerer.
+
+`FakeEdgedLogs` is a test double standing where edged will answer log queries (edged is
+written elsewhere): it sits on a real edge bus in group edged and answers `log_query`
+messages with `stream_frame`s (or an error) through the real edgehub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from cloud.apiserver.module import APIServer
+from cloud.settings import CloudSettings
+from common.bus import Bus
+from common.envelope import Message, make_error, new_message
+from common.names import Group, Module, Operation
+from common.supervisor import Backoff, Supervisor
+from tests.support.stack import FAST_CLOUD, CloudStack, EdgeStack
+
+# Short timers for the controllers (on top of stack.FAST_CLOUD).
+FAST_CONTROLLERS: dict[str, Any] = {
+    "sync_period": 0.3,
+    "node_monitor_period": 0.2,
+    "node_grace_period": 1.0,
+    "kube_watch_timeout": 5.0,
+    "log_timeout": 5.0,
+}
+EDGE_LABEL = {"node-role.kubernetes.io/edge": ""}
+RELIABLESYNCS = ("reliablesyncs.kubeedge.io", "v1alpha1")
+
+
+async def eventually(
+    predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition"
+) -> None:
+    """Poll `predicate` (sync or async) until true, failing after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class K8s:
+    """The official client against a kubeconfig, each call in a thread."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.coordination = client.CoordinationV1Api(self.api_client)
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def raw(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The JSON the server sent, as dicts."""
+
+        def read() -> Any:
+            resp = fn(*args, _preload_content=False, **kwargs)
+            return json.loads(resp.data)
+
+        return await asyncio.to_thread(read)
+
+    async def node(self, name: str) -> Any:
+        return await self.raw(self.core.read_node, name)
+
+    async def pod(self, name: str, namespace: str = "default") -> Any:
+        return await self.raw(self.core.read_namespaced_pod, name, namespace)
+
+    async def object_syncs(self) -> dict[str, str]:
+        """{record name: status.objectResourceVersion} of every (Cluster)ObjectSync."""
+        out: dict[str, str] = {}
+        for plural in ("objectsyncs", "clusterobjectsyncs"):
+            listing = await self.call(
+                self.custom.list_cluster_custom_object, *RELIABLESYNCS, plural
+            )
+            for item in listing["items"]:
+                status = item.get("status") or {}
+                out[item["metadata"]["name"]] = str(status.get("objectResourceVersion", ""))
+        return out
+
+    def close(self) -> None:
+        self.api_client.close()
+
+
+def pod_spec(
+    node: str, *, configmaps: tuple[str, ...] = (), secrets: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A pod bound to `node` with a volume per configmap and an env var per secret."""
+    volumes: list[dict[str, Any]] = [
+        {"name": f"cm-{name}", "configMap": {"name": name}} for name in configmaps
+    ]
+    env = [
+        {"name": f"S_{i}", "valueFrom": {"secretKeyRef": {"name": name, "key": "k"}}}
+        for i, name in enumerate(secrets)
+    ]
+    return {
+        "nodeName": node,
+        "containers": [{"name": "c", "image": "busybox", "env": env}],
+        "volumes": volumes,
+    }
+
+
+@dataclass
+class APIStack:
+    """The embedded API server alone, as a real cluster would stand beside cloudcore."""
+
+    supervisor: Supervisor
+    server: APIServer
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.server.kubeconfig
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+
+
+async def start_api(data_dir: Path) -> APIStack:
+    cfg = CloudSettings(data_dir=data_dir, **FAST_CLOUD)
+    supervisor = Supervisor(Bus(), Backoff(0.05, 0.2), stop_timeout=2)
+    server = APIServer(cfg)
+    supervisor.add(server)
+    await supervisor.start()
+    await asyncio.wait_for(server.started.wait(), 20)
+    return APIStack(supervisor, server)
+
+
+def module(stack: CloudStack | EdgeStack, name: str) -> Any:
+    return stack.supervisor.get(name)
+
+
+def report(resource: str, operation: str = Operation.UPDATE) -> Message:
+    """An upstream report as an edge module sends it to edgehub (group resource)."""
+    return new_message(
+        source=Module.EDGED, group=Group.RESOURCE, operation=operation, resource=resource
+    )
+
+
+async def send_up(edge: EdgeStack, msg: Message) -> None:
+    await edge.supervisor.bus.send(Module.EDGEHUB, msg)
+
+
+class FakeEdgedLogs:
+    """Answers log queries on an edge bus: `logs[(ns, pod)]` lines, honouring tail_lines;
+    an unknown pod gets a 404 error. Records every query it saw."""
+
+    name = "fake-edged-logs"
+
+    def __init__(self, edge: EdgeStack, logs: dict[tuple[str, str], list[str]]) -> None:
+        self.bus = edge.supervisor.bus
+        self.logs = logs
+        self.queries: list[Message] = []
+        self.bus.register(self.name, Group.EDGED)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> FakeEdgedLogs:
+        self._task = asyncio.create_task(self._run(), name="fake-edged-logs")
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            msg = await self.bus.receive(self.name)
+            if msg.WhichOneof("body") == "log_query":
+                self.queries.append(msg)
+                await self._answer(msg)
+
+    async def _answer(self, query: Message) -> None:
+        q = query.log_query
+        lines = self.logs.get((q.namespace, q.pod))
+        if lines is None:
+            err = make_error(query, source=Module.EDGED, code=404, reason=f"no pod {q.pod}")
+            await self.bus.send(Module.EDGEHUB, err)
+            return
+        if q.tail_lines > 0:
+            lines = lines[-q.tail_lines :]
+        chunks = [line.encode() + b"\n" for line in lines] or [b""]
+        for seq, chunk in enumerate(chunks):
+            frame = new_message(
+                source=Module.EDGED,
+                group=Group.EDGED,
+                operation=Operation.RESPONSE,
+                resource=query.route.resource,
+                parent_id=query.header.id,
+            )
+            frame.stream_frame.stream_id = query.header.id
+            frame.stream_frame.sequence = seq
+            frame.stream_frame.data = chunk
+            frame.stream_frame.end = seq == len(chunks) - 1
+            await self.bus.send(Module.EDGEHUB, frame)
