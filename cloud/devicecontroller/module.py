@@ -2,7 +2,8 @@
 
 What it does:
 - lists and watches DeviceModels and Devices (devices.kubeedge.io/v1beta1) through the
-  official kubernetes client (edge/… never sees the client: it gets objects on the hub);
+  official kubernetes client, through cloud/kube.py (edge/… never sees the client: it gets
+  objects on the hub);
 - downstream (group `twin`, through cloudhub's durable per-node queue): each Device goes to the
   node in its spec.nodeName (`{ns}/device/{name}`, insert/update/delete, body `object`),
   preceded by its DeviceModel (`{ns}/devicemodel/{name}`); a Device that moves to another node
@@ -22,14 +23,16 @@ write is a merge patch, so repeating any of it after a restart is harmless.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from cloud.devicecontroller.kube import Event, Kube, Obj
 from cloud.devicecontroller.status import StatusWriter, state_status, twins_status
+from cloud.kube import EventQueue, Kube, Obj, WatchEvent
+from cloud.kubeerrors import KubeAPIError
 from cloud.settings import CloudSettings
 from common.bus import Bus
 from common.envelope import Message, new_message, now_ms, parse_resource, split_node, with_node
@@ -39,6 +42,9 @@ from common.names import CLUSTER_NAMESPACE, Group, Module, Operation, ResourceTy
 log = logging.getLogger(__name__)
 
 DEVICE, MODEL = "Device", "DeviceModel"
+GROUP, VERSION = "devices.kubeedge.io", "v1beta1"
+API_VERSION = f"{GROUP}/{VERSION}"
+MERGE_PATCH = "application/merge-patch+json"
 
 
 def key_of(obj: Obj) -> str:
@@ -92,22 +98,24 @@ class DeviceController:
         self.kube: Kube | None = None
 
     async def run(self) -> None:
-        if self.api_ready is not None:
-            await self.api_ready.wait()
         kube = Kube(
             self.kubeconfig,
+            ready=self.api_ready,
+            name=self.name,
             workers=self.settings.device_api_workers,
             watch_timeout=self.settings.kube_watch_timeout,
         )
         self.kube = kube
         try:
             await kube.connect()
-            events: asyncio.Queue[Event] = asyncio.Queue()
-            kube.watch(MODEL, "devicemodels", events)
-            kube.watch(DEVICE, "devices", events)
-            await asyncio.gather(
-                self._follow(events), self._upstream(), self.status.run(kube.patch_status)
-            )
+            events: EventQueue = asyncio.Queue()
+            list_fn = kube.custom.list_cluster_custom_object
+            for kind, plural in ((MODEL, "devicemodels"), (DEVICE, "devices")):
+                fn = functools.partial(list_fn, GROUP, VERSION, plural)
+                kube.informer(kind, API_VERSION, fn, events)
+            kube.start_informers()
+            write = functools.partial(patch_status, kube)
+            await asyncio.gather(self._follow(events), self._upstream(), self.status.run(write))
         finally:
             self.kube = None
             await kube.close()
@@ -117,15 +125,15 @@ class DeviceController:
 
     # -- the API -> nodes ------------------------------------------------------------------
 
-    async def _follow(self, events: asyncio.Queue[Event]) -> None:
+    async def _follow(self, events: EventQueue) -> None:
         while True:
-            event = await events.get()
-            if event.kind == MODEL:
+            kind, event = await events.get()
+            if kind == MODEL:
                 await self._on_model(event)
             else:
                 await self._on_device(event)
 
-    async def _on_model(self, event: Event) -> None:
+    async def _on_model(self, event: WatchEvent) -> None:
         if event.type == "SYNC":
             listed = {key_of(o): o for o in event.items}
             for key in set(self.models) - set(listed):
@@ -148,7 +156,7 @@ class DeviceController:
             if node:
                 await self._send_object(node, ResourceType.DEVICE_MODEL, obj, op, rv_of(obj))
 
-    async def _on_device(self, event: Event) -> None:
+    async def _on_device(self, event: WatchEvent) -> None:
         if event.type == "SYNC":
             self.version = event.version
             first = DEVICE not in self._synced_kinds
@@ -160,7 +168,7 @@ class DeviceController:
                 touched |= await self._device_changed(obj)
             nodes = touched | {n for n, keys in self.on_node.items() if keys}
             if first and self.kube is not None:
-                nodes |= set(await self.kube.node_names())
+                nodes |= set(await node_names(self.kube))
             for node in sorted(nodes):
                 await self._send_membership(node)
             self._mark_synced(DEVICE)
@@ -291,3 +299,23 @@ class DeviceController:
             self.status.put(key, state_status(msg.device_state))
         else:
             raise BadMessage(f"devicecontroller cannot handle a {body} for {wire}")
+
+
+# -- the API calls of its own ---------------------------------------------------------------
+
+
+async def patch_status(kube: Kube, namespace: str, name: str, status: Obj) -> None:
+    """Merge-patch a Device's status subresource."""
+    fn = kube.custom.patch_namespaced_custom_object_status
+    body = {"status": status}
+    await kube.call(fn, GROUP, VERSION, namespace, "devices", name, body, _content_type=MERGE_PATCH)
+
+
+async def node_names(kube: Kube) -> list[str]:
+    """The names of the Nodes the API knows (empty when it cannot say)."""
+    try:
+        listing = await kube.read(kube.core.list_node)
+    except KubeAPIError as exc:
+        log.warning("devicecontroller: cannot list nodes: %s", exc)
+        return []
+    return [str(n.get("metadata", {}).get("name")) for n in listing.get("items") or []]

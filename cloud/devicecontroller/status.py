@@ -23,7 +23,7 @@ from typing import Any
 
 from kubeedge.twin.v1 import twin_pb2
 
-from cloud.devicecontroller.kube import KubeError
+from cloud.kubeerrors import KubeAPIError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,8 @@ class StatusWriter:
         namespace, name = key.split("/", 1)
         try:
             await write(namespace, name, status)
-        except KubeError as exc:
-            if exc.status == 404:
+        except KubeAPIError as exc:
+            if isinstance(exc, NotFound):
                 log.debug("devicecontroller: device %s is gone; status dropped", key)
                 return True
             log.warning("devicecontroller: writing status of %s failed: %s", key, exc)

@@ -22,7 +22,6 @@ import asyncio
 import logging
 from collections import Counter
 
-from cloud.edgecontroller.kube import Obj, WatchEvent
 from cloud.edgecontroller.objects import (
     KINDS,
     NODE,
@@ -38,6 +37,7 @@ from cloud.edgecontroller.objects import (
     stub,
     uid_of,
 )
+from cloud.kube import Obj, WatchEvent
 from cloud.metrics import CloudMetrics
 from cloud.synccontroller.ledger import Ledger, ObjectRef, Record
 from common.bus import Bus

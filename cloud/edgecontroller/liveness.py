@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from cloud.edgecontroller.errors import KubeAPIError, NotFound
-from cloud.edgecontroller.kube import Kube, Obj
 from cloud.edgecontroller.objects import meta
 from cloud.edgecontroller.upstream import LEASE_NAMESPACE, SMP, now_rfc3339
+from cloud.kube import Kube, Obj
+from cloud.kubeerrors import KubeAPIError, NotFound
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Any
 from aiohttp import web
 from kubeedge.hub.v1 import message_pb2
 
-from cloud.edgecontroller.kube import Obj
 from cloud.edgecontroller.objects import key_of
+from cloud.kube import Obj
 from common.bus import Bus
 from common.envelope import Message, new_message, with_node
 from common.names import Group, Module, Operation, ResourceType

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from cloud.edgecontroller.downstream import Downstream
-from cloud.edgecontroller.kube import EventQueue, Kube
 from cloud.edgecontroller.liveness import NodeMonitor
 from cloud.edgecontroller.logs import LogStreams
 from cloud.edgecontroller.objects import CONFIGMAP, KINDS, NODE, POD, SECRET
 from cloud.edgecontroller.upstream import Upstream
+from cloud.kube import EventQueue, Kube
 from cloud.metrics import CloudMetrics
 from cloud.settings import CloudSettings
 from cloud.synccontroller.ledger import Ledger, Record

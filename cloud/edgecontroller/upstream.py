@@ -28,11 +28,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client
-
-from cloud.edgecontroller.errors import APIUnavailable, Conflict, KubeAPIError, NotFound
-from cloud.edgecontroller.kube import Kube, Obj
 from cloud.edgecontroller.objects import EDGE_NODE_LABEL, meta, uid_of
+from cloud.kube import Kube, Obj
+from cloud.kubeerrors import APIUnavailable, Conflict, KubeAPIError, NotFound
 from cloud.metrics import CloudMetrics
 from common.envelope import Message, parse_resource, split_node
 from common.errors import BadMessage
@@ -277,9 +275,8 @@ class Upstream:
         if not uid:
             raise Refused(f"pod-gone report for {namespace}/{name} names no uid")
         self._own_pod(node, namespace, name, uid)
-        options = client.V1DeleteOptions(
-            grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
-        )
+        # V1DeleteOptions as the client would serialize it; only cloud/kube.py imports the client
+        options = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
         try:
             await self.kube.call(
                 self.kube.core.delete_namespaced_pod, name, namespace, body=options

@@ -25,8 +25,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from cloud.edgecontroller.errors import APIRejected, APIUnavailable, Conflict, NotFound
-from cloud.edgecontroller.kube import Kube, Obj
+from cloud.kube import Kube, Obj
+from cloud.kubeerrors import APIRejected, APIUnavailable, Conflict, NotFound
 from common.envelope import Message, resource, rv_older, split_node
 from common.errors import BadMessage
 from common.names import Operation

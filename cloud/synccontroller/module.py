@@ -21,8 +21,8 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-from cloud.edgecontroller.errors import KubeAPIError
-from cloud.edgecontroller.kube import Kube
+from cloud.kube import Kube
+from cloud.kubeerrors import KubeAPIError
 from cloud.settings import CloudSettings
 from cloud.synccontroller.ledger import Ledger, Record
 from common.bus import Bus

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from cloud.edgecontroller.kube import Kube
 from cloud.edgecontroller.objects import CONFIGMAP, NODE, POD, digest, object_message, references
+from cloud.kube import Kube
 from cloud.synccontroller.ledger import Ledger, ObjectRef, Record
 from common.envelope import make_ack, with_node
 from common.names import Group, Module, Operation

@@ -1,4 +1,4 @@
-"""Errors from the Kubernetes API, wrapped where the kubernetes client is called (kube.py).
+"""Errors from the Kubernetes API, wrapped where the kubernetes client is called (cloud/kube.py).
 
 KubeAPIError              the API answered with an error, or could not be reached
 ├── APIUnavailable        (TemporaryError) unreachable, timed out, 5xx, 429: retry later

@@ -1,12 +1,16 @@
 """The official kubernetes client, used exactly as against a real cluster, off the event loop.
 
+The one place in cloudcore that imports the kubernetes client: edgecontroller, synccontroller
+and devicecontroller each hold a `Kube` of their own (own threads, own connections) and reach
+the API through it.
+
 The client is synchronous (urllib3). Every call runs in this wrapper's own thread pool; each
 Informer (list, then watch from the list's resourceVersion) holds a thread of a second pool
 and hands its events to the event loop with `call_soon_threadsafe`. Reads ask for the raw
 JSON (`_preload_content=False`), so objects reach the edge exactly as the API returned them.
 A watch that falls behind the server's history (410) relists; any other failure retries with
 backoff; `close()` shuts the sockets of open watches so their threads end at once.
-Errors leave as `cloud.edgecontroller.errors` types.
+Errors leave as `cloud.kubeerrors` types.
 
 What it does not: cache or interpret objects (the controllers do), or retry writes.
 """
@@ -32,7 +36,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.watch.watch import iter_resp_lines
 
-from cloud.edgecontroller.errors import APIUnavailable, Gone, KubeAPIError, from_status
+from cloud.kubeerrors import APIUnavailable, Gone, KubeAPIError, from_status
 from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -49,11 +53,13 @@ CALL_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class WatchEvent:
-    """ADDED / MODIFIED / DELETED with `obj`, or SYNC with the complete listing in `items`."""
+    """ADDED / MODIFIED / DELETED with `obj`, or SYNC with the complete listing in `items`.
+    `version`: the resourceVersion the informer has reached with this event."""
 
     type: str
     obj: Obj = field(default_factory=dict)
     items: list[Obj] = field(default_factory=list)
+    version: str = ""
 
 
 EventQueue = asyncio.Queue[tuple[str, WatchEvent]]
@@ -157,7 +163,10 @@ class Kube:
         queue: EventQueue,
         **selectors: Any,
     ) -> Informer:
-        """Declare a list+watch of `list_fn`; it starts with start_informers()."""
+        """Declare a list+watch of `list_fn`; it starts with start_informers().
+
+        `list_fn` takes only keyword arguments (selectors, watch, paging): bind positional
+        ones (a custom resource's group, version and plural) with functools.partial."""
         informer = Informer(kind, api_version, list_fn, queue, self.watch_timeout, selectors)
         self._informers.append(informer)
         return informer
@@ -296,7 +305,7 @@ class Informer:
         for item in items:  # list items carry no kind; the edge wants whole objects
             item.setdefault("apiVersion", self.api_version)
             item.setdefault("kind", self.kind)
-        self._emit(WatchEvent("SYNC", items=items))
+        self._emit(WatchEvent("SYNC", items=items, version=version))
         return version
 
     def _watch(self, version: str) -> tuple[str, int]:
@@ -342,5 +351,5 @@ class Informer:
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             obj.setdefault("apiVersion", self.api_version)
             obj.setdefault("kind", self.kind)
-            self._emit(WatchEvent(kind, obj))
+            self._emit(WatchEvent(kind, obj, version=version))
         return version
