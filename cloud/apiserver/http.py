@@ -379,8 +379,11 @@ def _aggregated(body: Obj) -> web.Response:
 
 
 def _json(obj: Obj, status: int, warnings: list[str]) -> web.Response:
-    headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
-    return web.json_response(obj, status=status, headers=headers)
+    response = web.json_response(obj, status=status)
+    for text in warnings:  # one Warning header each, text quoted as RFC 9111 says
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        response.headers.add("Warning", f'299 - "{quoted}"')
+    return response
 
 
 def _int(value: str, what: str) -> int:

@@ -195,10 +195,23 @@ def raw(
     method: str,
     path: str,
     body: bytes | None,
-    content_type: str,
+    content_type: str = "application/json",
     token: str | None = "",
 ) -> tuple[int, dict[str, Any]]:
     """One HTTPS request with the kubeconfig's token and CA, returning (status, JSON body)."""
+    status, _, payload = request(cluster, method, path, body, content_type, token)
+    return status, payload
+
+
+def request(
+    cluster: Cluster,
+    method: str,
+    path: str,
+    body: bytes | None,
+    content_type: str = "application/json",
+    token: str | None = "",
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Like raw(), also returning the response headers. token "" means the kubeconfig's."""
     kc = yaml.safe_load(cluster.kubeconfig.read_text())
     server = kc["clusters"][0]["cluster"]
     ca = base64.b64decode(server["certificate-authority-data"]).decode()
@@ -211,9 +224,9 @@ def raw(
     ctx = ssl.create_default_context(cadata=ca)
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
+            return resp.status, dict(resp.headers), json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        return exc.code, dict(exc.headers), json.loads(exc.read())
 
 
 BAD = [
@@ -336,3 +349,40 @@ async def test_state_survives_sigkill(cluster: Cluster) -> None:
     assert (await cluster.get_json("gadget", "g1"))["spec"] == {"n": 1}
     nxt = await in_thread(api.create_namespaced_config_map, "default", cm("after"))
     assert int(nxt.metadata.resource_version) > int(rv_before)
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "kept", "warned"),
+    [
+        pytest.param("Strict", 400, None, False, id="strict-refuses"),
+        pytest.param("Warn", 201, False, True, id="warn-drops-and-warns"),
+        pytest.param("Ignore", 201, False, False, id="ignore-drops-silently"),
+    ],
+)
+async def test_field_validation_modes(
+    cluster: Cluster, mode: str, code: int, kept: bool | None, warned: bool
+) -> None:
+    """fieldValidation: Strict refuses an unknown field, Warn stores without it and says so in
+    a Warning header, Ignore stores without it silently."""
+    body = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "bogus": 1,
+            "metadata": {"name": f"fv-{mode.lower()}"},
+            "data": {"a": "b"},
+        }
+    ).encode()
+    status, headers, payload = await in_thread(
+        request,
+        cluster,
+        "POST",
+        f"/api/v1/namespaces/default/configmaps?fieldValidation={mode}",
+        body,
+    )
+    assert status == code
+    if code == 400:
+        assert 'unknown field "bogus"' in payload["message"]
+        return
+    assert ("bogus" in payload) is kept
+    assert ('unknown field \\"bogus\\"' in headers.get("Warning", "")) is warned
