@@ -92,6 +92,14 @@ class Bus:
     async def receive(self, module: str) -> Message:
         return await self._inbox(module).get()
 
+    async def receive_batch(self, module: str, limit: int) -> list[Message]:
+        """Wait for one message, then take whatever else is queued, up to `limit` in all."""
+        inbox = self._inbox(module)
+        batch = [await inbox.get()]
+        while len(batch) < limit and not inbox.empty():
+            batch.append(inbox.get_nowait())
+        return batch
+
     def receive_nowait(self, module: str) -> Message:
         """The next message without waiting; raises asyncio.QueueEmpty."""
         return self._inbox(module).get_nowait()

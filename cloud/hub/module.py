@@ -133,12 +133,7 @@ class CloudHub:
     async def _downstream(self) -> None:
         """Move envelopes from the bus to node outboxes, a drained batch at a time."""
         while True:
-            batch = [await self.bus.receive(self.name)]
-            while len(batch) < self.settings.batch_size * 10:
-                try:
-                    batch.append(self.bus.receive_nowait(self.name))
-                except asyncio.QueueEmpty:
-                    break
+            batch = await self.bus.receive_batch(self.name, self.settings.batch_size * 10)
             await self.send_to_nodes(batch)
 
     async def send_to_nodes(self, msgs: list[Message]) -> None:
@@ -280,7 +275,9 @@ class CloudHub:
                 continue
             to_record.append(msg)
         if to_record:
-            await self._record_and_dispatch(session, to_record)
+            # Shielded: a session replaced or dropped mid-way must not leave messages recorded
+            # (so later resends count as duplicates) but never handed on.
+            await asyncio.shield(self._record_and_dispatch(session, to_record))
 
     async def _record_and_dispatch(self, session: NodeSession, msgs: list[Message]) -> None:
         node = session.node

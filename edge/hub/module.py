@@ -188,12 +188,7 @@ class EdgeHub:
 
     async def _upstream(self) -> None:
         while True:
-            batch = [await self.bus.receive(self.name)]
-            while len(batch) < self.settings.batch_size * 10:
-                try:
-                    batch.append(self.bus.receive_nowait(self.name))
-                except asyncio.QueueEmpty:
-                    break
+            batch = await self.bus.receive_batch(self.name, self.settings.batch_size * 10)
             durable = []
             for msg in batch:
                 if msg.header.parent_id:  # an ack or answer: control, never stored

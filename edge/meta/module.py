@@ -9,7 +9,6 @@ modules are answered from SQLite, so they work with no cloud.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from common.bus import Bus
@@ -35,12 +34,7 @@ class MetaManager:
 
     async def run(self) -> None:
         while True:
-            batch = [await self.bus.receive(self.name)]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self.bus.receive_nowait(self.name))
-                except asyncio.QueueEmpty:
-                    break
+            batch = await self.bus.receive_batch(self.name, BATCH)
             await self.handle(batch)
 
     async def close(self) -> None:

@@ -18,7 +18,6 @@ It works with no cloud: requests are served from SQLite whatever the link does.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -49,12 +48,7 @@ class DeviceTwin:
 
     async def run(self) -> None:
         while True:
-            batch = [await self.bus.receive(self.name)]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self.bus.receive_nowait(self.name))
-                except asyncio.QueueEmpty:
-                    break
+            batch = await self.bus.receive_batch(self.name, BATCH)
             await self.handle(batch)
 
     async def close(self) -> None:

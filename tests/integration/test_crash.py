@@ -11,6 +11,8 @@ import re
 import socket
 from pathlib import Path
 
+import pytest
+
 from tests.integration.test_link import eventually
 from tests.support.procs import Proc, python
 from tests.support.proxy import FaultProxy
@@ -49,7 +51,13 @@ async def test_edgecore_killed_with_upstream_queued(tmp_path: Path) -> None:
         assert delivered_before_kill < 600, "the kill came too late to test anything"
         restarted = await Proc(python("edge.main", *edge_flags), "edgecore").start()
         try:
-            await cloud.recorder.wait_for(600, 30)
+            try:
+                await cloud.recorder.wait_for(600, 30)
+            except TimeoutError:
+                pytest.fail(
+                    f"got {len(cloud.recorder.messages)} of 600; edgecore said:\n"
+                    f"{restarted.output()}"
+                )
             await asyncio.sleep(1.0)  # a resend window: duplicates would show up now
             payloads = cloud.recorder.payloads()
             assert max(payloads.values()) == 1, "a report was applied twice"
