@@ -23,9 +23,10 @@ from common.supervisor import Supervisor
 DESCRIPTION = (
     "cloudcore: kubeedge-py's cloud part. Serves an embedded Kubernetes-compatible API "
     "(kubectl works against DATA_DIR/kubeconfig) unless --kubeconfig names a real cluster, and "
-    "the HubService gRPC stream every edge node keeps open; delivers objects to nodes reliably "
-    "(durable per-node queues, resend until acked) and hands what nodes report to the cloud "
-    "modules."
+    "the HubService gRPC stream every edge node keeps open. Sends each edge node its pods, "
+    "configmaps, secrets and devices reliably (durable per-node queues, ObjectSync), writes "
+    "node, pod and device status the nodes report back, and serves kubectl logs and "
+    "Prometheus metrics."
 )
 
 

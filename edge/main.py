@@ -20,7 +20,9 @@ from edge.twin.module import DeviceTwin
 
 DESCRIPTION = (
     "edgecore: kubeedge-py's edge part. Keeps one gRPC stream to cloudcore, stores everything "
-    "it receives in SQLite before acknowledging it, and queues what it reports in a durable "
+    "it receives in SQLite before acknowledging it, runs pods on containerd through the CRI "
+    "(its own containerd unless --runtime-endpoint is given), keeps device twins that mappers "
+    "reach over MQTT on KubeEdge's $hw/ topics, and queues what it reports in a durable "
     "outbox, so the node keeps working when the cloud is away."
 )
 

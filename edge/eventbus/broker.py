@@ -94,6 +94,28 @@ class KubeEdgeBroker(Broker):  # type: ignore[misc]  # amqtt ships no type infor
             await self.retain_message(client_session, topic, message.data, message.qos)
         return True
 
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        """Remember each client's socket, so shutdown can close the ones amqtt leaves open."""
+        self._open_writers().add(writer)
+        try:
+            await super().stream_connected(reader, writer, listener_name)
+        finally:
+            self._open_writers().discard(writer)
+
+    def _open_writers(self) -> set[asyncio.StreamWriter]:
+        writers: set[asyncio.StreamWriter] | None = getattr(self, "_kubeedge_writers", None)
+        if writers is None:
+            writers = set()
+            self._kubeedge_writers = writers
+        return writers
+
+    def close_client_sockets(self) -> None:
+        for writer in list(self._open_writers()):
+            writer.transport.abort()
+        self._open_writers().clear()
+
     def bound_port(self) -> int:
         """The TCP port the default listener is bound to (the configured one may be 0)."""
         server = self._servers.get("default")
@@ -413,3 +435,4 @@ class EmbeddedBroker:
         broker, self._broker = self._broker, None
         if broker is not None:
             await broker.shutdown()
+            broker.close_client_sockets()
