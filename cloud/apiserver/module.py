@@ -87,6 +87,8 @@ class APIServer:
         self.started.set()
 
     async def close(self) -> None:
+        if self.storage is not None:
+            self.storage.end_watches()  # open watches would hold the shutdown for its grace
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -92,9 +92,13 @@ class Storage:
         self._watchers: set[asyncio.Queue[WatchEvent | None]] = set()
         self._writes_since_compaction = 0
 
-    def close(self) -> None:
+    def end_watches(self) -> None:
+        """End every open watch (each gets a final None), e.g. before the server stops."""
         for q in self._watchers:
             q.put_nowait(None)
+
+    def close(self) -> None:
+        self.end_watches()
         self.db.close()
 
     # -- reads -----------------------------------------------------------------------------
