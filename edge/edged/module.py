@@ -101,9 +101,8 @@ class Edged:
         for kind in (ResourceType.CONFIGMAP, ResourceType.SECRET, ResourceType.POD):
             for obj in await self._query(kind):
                 self._remember(kind, obj)
-        pods = {k: v for k, v in self.objects.items() if k[0] == ResourceType.POD}
-        for (_, _, _), pod in pods.items():
-            if pod.get("spec", {}).get("nodeName") == self.node:
+        for (kind, _, _), pod in list(self.objects.items()):
+            if kind == ResourceType.POD and pod.get("spec", {}).get("nodeName") == self.node:
                 self._start_worker(pod)
         known = {w.uid for w in self.workers.values()}
         for sandbox in await self.runtime.list_pod_sandbox(

@@ -21,9 +21,10 @@ import pytest
 from common.names import Module
 from edge.eventbus.module import EventBus
 from edge.twin import store
-from tests.support.cluster import KUBECTL, free_port
+from tests.support.cluster import KUBECTL
 from tests.support.mqtt import Mosquitto, Subscriber, publish, start_mosquitto
 from tests.support.stack import CloudStack, EdgeStack, start_cloud, start_edge
+from tests.support.waiting import free_port
 
 pytestmark = pytest.mark.e2e
 

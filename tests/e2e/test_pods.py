@@ -17,8 +17,9 @@ import pytest
 
 from edge.edged.containerd import socket_path_for
 from edge.edged.cri import CRI
-from tests.support.cluster import Cluster, free_port, start_cluster
+from tests.support.cluster import Cluster, start_cluster
 from tests.support.procs import Proc, python
+from tests.support.waiting import eventually, free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[2]
@@ -107,7 +108,7 @@ async def stack(tmp_path: Path, images: Path) -> AsyncIterator[tuple[Cluster, No
     ]
     node = Node(await Proc(python("edge.main", *flags), "edgecore").start(), edge_dir, flags)
     try:
-        await wait_for(lambda: node_ready(cluster), 60, "edge-1 Ready")
+        await eventually(lambda: node_ready(cluster), 60, "edge-1 Ready")
         yield cluster, node
     finally:
         await node.proc.terminate()
@@ -118,18 +119,6 @@ async def stack(tmp_path: Path, images: Path) -> AsyncIterator[tuple[Cluster, No
             capture_output=True,
             check=False,
         )
-
-
-async def wait_for(check: Any, timeout: float, what: str) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.3)
 
 
 async def node_ready(cluster: Cluster) -> bool:
@@ -213,7 +202,7 @@ async def test_pod_serves_configmap_and_follows_its_changes(stack: tuple[Cluster
         )
         return p if status.get("phase") == "Running" and status.get("podIP") and ready else None
 
-    p = await wait_for(running, 60, "pod web Running and Ready")
+    p = await eventually(running, 60, "pod web Running and Ready")
     ip = p["status"]["podIP"]
     assert not ip.startswith("127.") and ip != p["status"].get("hostIP")  # the bridge network
     container = p["status"]["containerStatuses"][0]
@@ -226,7 +215,7 @@ async def test_pod_serves_configmap_and_follows_its_changes(stack: tuple[Cluster
     async def updated() -> bool:
         return await asyncio.to_thread(fetch, url) == "version two\n"
 
-    await wait_for(updated, 30, "the served file to change")
+    await eventually(updated, 30, "the served file to change")
     logs = await cluster.kubectl("logs", "web")
     assert "serving" in logs
 
@@ -273,7 +262,7 @@ async def test_crashing_and_unhealthy_containers_restart(stack: tuple[Cluster, N
         fail, sick = statuses.get("fail", {}), statuses.get("sick", {})
         return fail.get("restartCount", 0) >= 2 and sick.get("restartCount", 0) >= 1
 
-    await wait_for(restarted, 60, "both containers restarted")
+    await eventually(restarted, 60, "both containers restarted")
     statuses = {
         c["name"]: c for c in (await pod(cluster, "crasher"))["status"]["containerStatuses"]
     }
@@ -294,7 +283,7 @@ async def test_delete_removes_containers_then_the_pod(stack: tuple[Cluster, Node
         p = await pod(cluster, "web")
         return p.get("status", {}).get("phase") == "Running"
 
-    await wait_for(has_sandbox, 60, "pod running")
+    await eventually(has_sandbox, 60, "pod running")
     uid = (await pod(cluster, "web"))["metadata"]["uid"]
     await cluster.kubectl("delete", "pod", "web", "--timeout=60s")
     assert (await pod(cluster, "web")) == {}
@@ -321,7 +310,7 @@ async def test_edge_restart_without_cloud_adopts_running_pods(stack: tuple[Clust
         running = [c for c in statuses if "running" in c.get("state", {})]
         return str(running[0]["containerID"]) if running else ""
 
-    before = await wait_for(container_id, 60, "container running")
+    before = await eventually(container_id, 60, "container running")
     await cluster.proc.terminate()
     await node.restart()
     await node.proc.wait_line("pod(s) restored from the local store", 60)
@@ -337,6 +326,6 @@ async def test_edge_restart_without_cloud_adopts_running_pods(stack: tuple[Clust
     finally:
         await runtime.close()
     await cluster.restart(kill=False)
-    await wait_for(lambda: node_ready(cluster), 60, "edge-1 Ready again")
+    await eventually(lambda: node_ready(cluster), 60, "edge-1 Ready again")
     await asyncio.sleep(2)
     assert await container_id() == before

@@ -12,9 +12,9 @@ from kubeedge.hub.v1 import hub_pb2, hub_pb2_grpc
 
 from common.envelope import Message, new_message
 from common.names import Group, Operation
-from tests.integration.test_link import eventually
 from tests.support.modules import object_event
 from tests.support.stack import CloudStack, start_cloud, start_edge
+from tests.support.waiting import eventually
 
 LIMIT = 64 * 1024
 

@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_link import eventually
 from tests.support.procs import Proc, python
 from tests.support.proxy import FaultProxy
 from tests.support.stack import FAST_CLOUD, FAST_EDGE, flags, start_cloud, start_edge
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.waiting import eventually, free_port
 
 
 def committed(proc: Proc) -> int:

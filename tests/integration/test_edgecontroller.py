@@ -23,13 +23,13 @@ from tests.support.controllers import (
     FAST_CONTROLLERS,
     FakeEdgedLogs,
     K8s,
-    eventually,
     module,
     pod_spec,
     report,
     send_up,
 )
 from tests.support.stack import CloudStack, EdgeStack, start_cloud, start_edge
+from tests.support.waiting import eventually
 
 NODE = "edge-1"
 

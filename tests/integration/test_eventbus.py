@@ -20,8 +20,9 @@ from cryptography.x509.oid import NameOID
 
 from common.names import Module
 from edge.eventbus.module import EventBus
-from tests.support.mqtt import Subscriber, eventually, publish, start_mosquitto
+from tests.support.mqtt import Subscriber, publish, start_mosquitto
 from tests.support.stack import EdgeStack, start_edge
+from tests.support.waiting import eventually
 
 NODE = "edge-1"
 NO_CLOUD = "127.0.0.1:1"  # nothing listens there: these tests need no cloud

@@ -11,9 +11,10 @@ import pytest
 
 from common.envelope import Message, new_message, with_node
 from common.names import Group, Module, Operation
-from tests.support.controllers import FakeEdgedLogs, eventually
+from tests.support.controllers import FakeEdgedLogs
 from tests.support.modules import Recorder
 from tests.support.stack import CloudStack, EdgeStack, start_cloud, start_edge
+from tests.support.waiting import eventually
 
 NODE = "edge-1"
 ASKER = "test-asker"

@@ -12,16 +12,7 @@ from common.names import Module
 from tests.support.modules import object_event, upload
 from tests.support.proxy import FaultProxy
 from tests.support.stack import CloudStack, EdgeStack, start_cloud, start_edge
-
-
-async def eventually(predicate, timeout: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    """Poll `predicate` until true, failing after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+from tests.support.waiting import eventually
 
 
 @pytest.fixture

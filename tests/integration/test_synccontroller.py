@@ -18,12 +18,12 @@ from tests.support.controllers import (
     FAST_CONTROLLERS,
     APIStack,
     K8s,
-    eventually,
     module,
     pod_spec,
     start_api,
 )
 from tests.support.stack import CloudStack, EdgeStack, start_cloud, start_edge
+from tests.support.waiting import eventually
 
 NODE = "edge-1"
 

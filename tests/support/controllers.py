@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client, config
 
 from cloud.apiserver.module import APIServer
@@ -37,23 +36,6 @@ FAST_CONTROLLERS: dict[str, Any] = {
 }
 EDGE_LABEL = {"node-role.kubernetes.io/edge": ""}
 RELIABLESYNCS = ("reliablesyncs.kubeedge.io", "v1alpha1")
-
-
-async def eventually(
-    predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition"
-) -> None:
-    """Poll `predicate` (sync or async) until true, failing after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class K8s:

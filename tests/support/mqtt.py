@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.cluster import free_port
 from tests.support.procs import Proc
+from tests.support.waiting import eventually, free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -158,16 +158,6 @@ class Subscriber:
                 seen = "\n".join(f"{m.topic} {m.payload[:200]}" for m in self.messages[-20:])
                 raise AssertionError(f"no message on *{suffix} matched in {timeout}s; saw:\n{seen}")
             await asyncio.sleep(0.02)
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `predicate` every 20 ms until it holds; AssertionError after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def publish(port: int, topic: str, payload: Any, *extra: str) -> None:

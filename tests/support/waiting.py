@@ -1,0 +1,35 @@
+"""Small helpers every test file shares: a free loopback port and a bounded poll."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (the caller binds it soon after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def eventually(
+    predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition"
+) -> Any:
+    """Poll `predicate` (sync or async) until it returns something true, and return that;
+    fail the test after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
