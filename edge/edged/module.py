@@ -101,8 +101,8 @@ class Edged:
         for kind in (ResourceType.CONFIGMAP, ResourceType.SECRET, ResourceType.POD):
             for obj in await self._query(kind):
                 self._remember(kind, obj)
-        for (kind, _, _), pod in list(self.objects.items()):
-            if kind == ResourceType.POD and pod.get("spec", {}).get("nodeName") == self.node:
+        for (stored_kind, _, _), pod in list(self.objects.items()):
+            if stored_kind == ResourceType.POD and pod.get("spec", {}).get("nodeName") == self.node:
                 self._start_worker(pod)
         known = {w.uid for w in self.workers.values()}
         for sandbox in await self.runtime.list_pod_sandbox(
