@@ -291,6 +291,15 @@ class Ledger:
 
     async def _write(self, record: Record) -> None:
         rv, digest = record.rv, record.digest
+        # The digest first: once the acked version is visible, so is what that version held.
+        if record.written_digest != digest:
+            body = {"metadata": {"annotations": {DIGEST_ANNOTATION: digest or None}}}
+            try:
+                await self.kube.call(self._patch_fn(record), *self._object_args(record), body)
+            except NotFound:
+                await self.kube.call(self._create_fn(record), *self._create_args(record))
+                await self.kube.call(self._patch_fn(record), *self._object_args(record), body)
+            record.written_digest = digest
         if record.written_rv != rv:
             try:
                 await self._patch_status(record, rv)
@@ -298,10 +307,6 @@ class Ledger:
                 await self.kube.call(self._create_fn(record), *self._create_args(record))
                 await self._patch_status(record, rv)
             record.written_rv = rv
-        if record.written_digest != digest:
-            body = {"metadata": {"annotations": {DIGEST_ANNOTATION: digest or None}}}
-            await self.kube.call(self._patch_fn(record), *self._object_args(record), body)
-            record.written_digest = digest
 
     async def _patch_status(self, record: Record, rv: str) -> None:
         body = {"status": {"objectResourceVersion": rv}}

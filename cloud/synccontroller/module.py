@@ -73,6 +73,14 @@ class SyncController:
         await asyncio.gather(self._acks(), self.ledger.flush_forever(), self._compare_forever())
 
     async def close(self) -> None:
+        # Acks recorded in memory but not yet written would make a restart resend objects
+        # the node already holds: write them before the client goes (bounded by stop_grace).
+        try:
+            await asyncio.wait_for(self.ledger.flush(), self.settings.stop_grace)
+        except Exception:
+            log.warning(
+                "synccontroller: could not write every record before stopping", exc_info=True
+            )
         await self.kube.close()
 
     async def _acks(self) -> None:
