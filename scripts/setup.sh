@@ -20,6 +20,10 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The real Kubernetes control plane, built from the pinned Go modules in third_party/ (skipped
+# when already built from these pins).
+scripts/build-k8s.sh
+
 PYTHON=${PYTHON:-python3}
 stamp=.venv/.kubeedge-setup
 want=$(sha256sum pyproject.toml | cut -c1-16)
