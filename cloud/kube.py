@@ -76,13 +76,11 @@ class Kube:
         self,
         kubeconfig: Path,
         *,
-        ready: asyncio.Event | None = None,
         name: str = "kube",
         workers: int = 4,
         watch_timeout: float = 30.0,
     ) -> None:
         self.kubeconfig = kubeconfig
-        self.ready = ready  # set when kubeconfig is written (the embedded API server is up)
         self.name = name
         self.watch_timeout = watch_timeout
         self._calls = concurrent.futures.ThreadPoolExecutor(workers, f"{name}-api")
@@ -95,11 +93,9 @@ class Kube:
         return self._api is not None
 
     async def connect(self) -> None:
-        """Wait for the kubeconfig, then build the client (once)."""
+        """Build the client (once)."""
         if self._api is not None:
             return
-        if self.ready is not None:
-            await self.ready.wait()
         self._api = await self._run(self._load)
         self.core = client.CoreV1Api(self._api)
         self.coordination = client.CoordinationV1Api(self._api)

@@ -22,19 +22,16 @@ class CloudSettings:
     dedup_retention: float = setting(
         86400.0, "seconds an upstream message id is remembered for de-duplication"
     )
-    api_listen: str = setting(
-        "127.0.0.1:6443", "HOST:PORT where the embedded Kubernetes API server serves HTTPS"
-    )
     kubeconfig: str = setting(
-        "", "use the Kubernetes cluster this kubeconfig names instead of the embedded API server"
+        "",
+        "kubeconfig of the Kubernetes cluster cloudcore works on (required; `keadm up` starts "
+        "one on this machine and passes it)",
     )
-    watch_history: int = setting(
-        10000, "watch events the embedded API server keeps; older versions get 410 Gone"
+    kubelet_tunnel_socket: str = setting(
+        "",
+        "unix socket where cloudcore answers kube-apiserver's kubelet requests (kubectl logs) "
+        "for edge nodes; the control plane's egress selector points there (keadm up does this)",
     )
-    watch_bookmark_interval: float = setting(
-        10.0, "seconds between BOOKMARK events on a watch that asked for them"
-    )
-    max_request_bytes: int = setting(3 * MiB, "largest request body the API server accepts")
     stop_grace: float = setting(5.0, "seconds open streams get to finish on shutdown")
     metrics_listen: str = setting(
         "127.0.0.1:9091", "HOST:PORT where cloudcore serves Prometheus metrics (GET /metrics)"
@@ -49,6 +46,14 @@ class CloudSettings:
     )
     sync_period: float = setting(
         5.0, "seconds between comparisons of what nodes acknowledged (ObjectSync) with the API"
+    )
+    objectsync_qps: float = setting(
+        50.0,
+        "most ObjectSync status writes per second (acks are coalesced per object; bursts wait "
+        "instead of flooding the API server's watch cache)",
+    )
+    objectsync_burst: int = setting(
+        100, "ObjectSync writes allowed at once before --objectsync-qps applies"
     )
     kube_watch_timeout: float = setting(
         30.0, "seconds each watch request to the Kubernetes API lasts before it is renewed"

@@ -11,7 +11,6 @@ class Module(StrEnum):
     """A module registered on a process's bus."""
 
     CLOUDHUB = "cloudhub"
-    APISERVER = "apiserver"
     EDGECONTROLLER = "edgecontroller"
     DEVICECONTROLLER = "devicecontroller"
     SYNCCONTROLLER = "synccontroller"
@@ -21,13 +20,13 @@ class Module(StrEnum):
     DEVICETWIN = "twin"
     EVENTBUS = "eventbus"
     METRICS = "metrics"
+    CLOUDSTREAM = "cloudstream"
 
 
 class Group(StrEnum):
     """A group of modules; a message routed to a group reaches every module in it."""
 
     HUB = "hub"
-    APISERVER = "apiserver"
     META = "meta"
     RESOURCE = "resource"
     TWIN = "twin"
@@ -36,6 +35,7 @@ class Group(StrEnum):
     USER = "user"
     SYNC = "sync"
     METRICS = "metrics"
+    STREAM = "stream"
 
 
 class Operation(StrEnum):

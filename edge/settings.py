@@ -34,6 +34,9 @@ class EdgeSettings:
     images_dir: str = setting("", "OCI archives imported at start (default: DATA_DIR/images)")
     cni_bridge: str = setting("kubeedge0", "Linux bridge of the private containerd's pod network")
     pod_cidr: str = setting("10.244.0.0/24", "subnet pod IPs are allocated from")
+    register_with_taints: str = setting(
+        "", "taints the node registers with, as the kubelet takes them: key[=value]:Effect,..."
+    )
     node_status_interval: float = setting(10.0, "seconds between node status reports")
     lease_duration: int = setting(40, "seconds the node's Lease is valid without renewal")
     lease_renew_interval: float = setting(10.0, "seconds between Lease renewals")

@@ -1,36 +1,43 @@
-"""keadm: set up (and tear down) kubeedge-py on this machine: cloudcore plus one edgecore.
+"""keadm: set up (and tear down) kubeedge-py on this machine — a real Kubernetes control plane,
+cloudcore, and one edgecore.
 
-`keadm up --data-dir DIR` builds the demo images into DIR/images (once), starts cloudcore (state
-in DIR, kubeconfig at DIR/kubeconfig) and an edgecore named edge-1 (state in DIR/edge-1, its
-own containerd) as background processes, waits until edge-1 is Ready, and prints what to try.
-With --foreground it stays attached and stops both on Ctrl-C (pods keep running, as they would
-when a kubelet stops). `keadm reset --data-dir DIR` stops everything `up` started — the pods,
-the node's containerd, both processes — and removes DIR.
+`keadm up --data-dir DIR` starts, k3s-style and each supervised (restarted with back-off, logs
+under DIR/logs/): kine on SQLite (DIR/db/), kube-apiserver (its own CA and certificates in
+DIR/pki/, an admin kubeconfig at DIR/kubeconfig), kube-controller-manager and kube-scheduler
+(the binaries `make setup` builds from third_party/), then cloudcore with `--kubeconfig`, then
+an edgecore (default edge-1, state in DIR/NODE, its own containerd). It waits until the node is
+Ready and prints what to try. With --kubeconfig FILE it uses that cluster instead and starts no
+control plane. Without --foreground the supervisor keeps running in the background; with it,
+Ctrl-C stops everything (pods keep running on the node, as when a kubelet stops).
+`keadm reset --data-dir DIR` stops everything `up` started — pods, the node's containerd, every
+process — and removes DIR.
 
-It imports neither cloud/ nor edge/: it drives the installed commands, as a user would.
+It imports neither cloud/ nor edge/: it drives their commands, as a user would.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
+from keadm import pki
+from keadm.controlplane import ControlPlane, ControlPlaneError, ControlPlaneSettings
+from keadm.processes import ProcessError, ProcessGroup, Spec
 
-NODE = "edge-1"
 STATE_FILE = "keadm.json"
 ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("keadm")
 
 
 def _bin(name: str) -> str:
@@ -43,31 +50,56 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser(
         "up",
-        help="start cloudcore and edgecore edge-1 on this machine",
-        description="Start cloudcore and one edgecore (edge-1). Arguments after "
-        "`--` are passed to edgecore (e.g. -- --mqtt-listen 127.0.0.1:1884).",
+        help="start the control plane, cloudcore and an edgecore on this machine",
+        description=__doc__.split("\n\n")[1] + " Arguments after `--` are passed to edgecore "
+        "(e.g. -- --mqtt-listen 127.0.0.1:1884).",
     )
-    up.add_argument("--data-dir", type=Path, required=True, help="where all state goes")
-    up.add_argument("--api-listen", default="127.0.0.1:6443", help="cloudcore's API server address")
-    up.add_argument("--hub-listen", default="127.0.0.1:10000", help="cloudcore's hub address")
-    up.add_argument("--timeout", type=float, default=120, help="seconds to wait for edge-1 Ready")
-    up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops both")
-    up.add_argument("edge_args", nargs=argparse.REMAINDER, help="flags passed to edgecore")
+    _up_flags(up)
+    up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops all")
+    serve = sub.add_parser("serve", help=argparse.SUPPRESS)  # the background supervisor of `up`
+    _up_flags(serve)
     reset = sub.add_parser("reset", help="stop everything `up` started and remove its data dir")
     reset.add_argument("--data-dir", type=Path, required=True, help="the directory given to up")
     return p
 
 
+def _up_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, required=True, help="where all state goes")
+    p.add_argument("--node-name", default="edge-1", help="name of the edge node to start")
+    p.add_argument(
+        "--api-listen", default="127.0.0.1:6443", help="HOST:PORT kube-apiserver serves on"
+    )
+    p.add_argument("--hub-listen", default="127.0.0.1:10000", help="cloudcore's hub address")
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="use this cluster instead of starting the embedded control plane",
+    )
+    p.add_argument(
+        "--offline-eviction",
+        action="store_true",
+        help="evict pods of unreachable nodes after the toleration (Kubernetes' default); "
+        "without it an offline edge node keeps its pods",
+    )
+    p.add_argument("--timeout", type=float, default=180, help="seconds to wait for the node Ready")
+    p.add_argument("edge_args", nargs=argparse.REMAINDER, help="flags passed to edgecore")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s keadm: %(message)s")
     try:
         if args.command == "up":
             up(args)
+        elif args.command == "serve":
+            asyncio.run(serve(args))
         else:
             reset(args.data_dir)
-    except KeadmError as exc:
+    except (KeadmError, ControlPlaneError, ProcessError) as exc:
         print(f"keadm: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 class KeadmError(Exception):
@@ -78,13 +110,6 @@ def _say(text: str) -> None:
     print(f"keadm: {text}", flush=True)
 
 
-def _start(cmd: list[str], log_path: Path) -> int:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc.pid
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -93,125 +118,227 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _state(data: Path) -> dict[str, Any]:
+    path = data / STATE_FILE
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def _save_state(data: Path, **values: Any) -> None:
+    state = {**_state(data), **values}
+    tmp = data / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state))
+    tmp.replace(data / STATE_FILE)
+
+
 def up(args: argparse.Namespace) -> None:
     data: Path = args.data_dir.resolve()
-    state_path = data / STATE_FILE
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        if any(_alive(p) for p in state.get("pids", {}).values()):
-            raise KeadmError(f"already up in {data} (run `keadm reset --data-dir {data}` first)")
-    images = data / "images"
-    if not (images / "busybox.tar").exists():
-        _say(f"building the demo images into {images}")
-        subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "build-image.py"), "--out", str(images)],
-            check=True,
-            stdout=subprocess.DEVNULL,
+    supervisor = _state(data).get("supervisor")
+    if supervisor and _alive(supervisor):
+        raise KeadmError(f"already up in {data} (run `keadm reset --data-dir {data}` first)")
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if args.foreground:
+        asyncio.run(serve(args))
+        return
+    argv = [sys.executable, "-m", "keadm.main", "serve", *_forwarded(args)]
+    log_path = data / "logs" / "keadm.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
-    edge_args = [a for a in args.edge_args if a != "--"]
-    cloud_cmd = [
-        _bin("cloudcore"),
+    _save_state(data, supervisor=proc.pid, node=args.node_name)
+    _say(f"supervisor started (pid {proc.pid}); progress in {log_path}")
+    _follow_until_ready(data, proc, log_path, args)
+    print(_next_steps(data, args), flush=True)
+
+
+def _forwarded(args: argparse.Namespace) -> list[str]:
+    out = [
         "--data-dir",
-        str(data),
+        str(args.data_dir.resolve()),
+        "--node-name",
+        args.node_name,
         "--api-listen",
         args.api_listen,
         "--hub-listen",
         args.hub_listen,
+        "--timeout",
+        str(args.timeout),
     ]
-    edge_cmd = [
-        _bin("edgecore"),
-        "--data-dir",
-        str(data / NODE),
-        "--node-name",
-        NODE,
-        "--cloud",
-        args.hub_listen,
-        "--images-dir",
-        str(images),
-        *edge_args,
-    ]
-    pids = {"cloudcore": _start(cloud_cmd, data / "logs" / "cloudcore.log")}
-    _say(f"cloudcore started (pid {pids['cloudcore']}), log: {data / 'logs' / 'cloudcore.log'}")
-    pids["edgecore"] = _start(edge_cmd, data / "logs" / f"{NODE}.log")
-    _say(f"edgecore {NODE} started (pid {pids['edgecore']}), log: {data / 'logs' / f'{NODE}.log'}")
-    state_path.write_text(json.dumps({"pids": pids, "node": NODE}))
-    kubeconfig = data / "kubeconfig"
-    _wait_ready(kubeconfig, pids, args.timeout)
-    _say(f"{NODE} is Ready")
-    print(_next_steps(kubeconfig), flush=True)
-    if args.foreground:
-        _stay(pids)
+    if args.kubeconfig:
+        out += ["--kubeconfig", str(args.kubeconfig.resolve())]
+    if args.offline_eviction:
+        out.append("--offline-eviction")
+    return [*out, "--", *[a for a in args.edge_args if a != "--"]]
 
 
-def _wait_ready(kubeconfig: Path, pids: dict[str, int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        for name, pid in pids.items():
-            if not _alive(pid):
-                raise KeadmError(f"{name} exited; see its log under logs/")
-        status = _node_ready(kubeconfig) if kubeconfig.exists() else "waiting for the API server"
-        if status == "True":
-            return
-        if status != last:
-            _say(status if status.startswith("waiting") else f"{NODE} Ready={status}; waiting")
-            last = status
-        time.sleep(0.5)
-    raise KeadmError(f"{NODE} not Ready after {timeout:.0f}s; see the logs under logs/")
+def _follow_until_ready(
+    data: Path, proc: subprocess.Popen[bytes], log_path: Path, args: argparse.Namespace
+) -> None:
+    """Echo the supervisor's progress lines until it says the node is Ready."""
+    deadline = time.monotonic() + args.timeout + 60
+    with log_path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        while time.monotonic() < deadline:
+            line = f.readline().decode(errors="replace")
+            if not line:
+                if proc.poll() is not None:
+                    raise KeadmError(f"the supervisor exited ({proc.returncode}); see {log_path}")
+                time.sleep(0.2)
+                continue
+            print(line.rstrip(), flush=True)
+            if "is Ready" in line:
+                return
+    raise KeadmError(f"{args.node_name} not Ready in time; see the logs under {data / 'logs'}")
 
 
-def _node_ready(kubeconfig: Path) -> str:
-    node = _api_get(kubeconfig, f"/api/v1/nodes/{NODE}")
-    if node is None:
-        return f"waiting for {NODE} to register"
-    for cond in node.get("status", {}).get("conditions", []):
-        if cond.get("type") == "Ready":
-            return str(cond.get("status"))
-    return "Unknown"
-
-
-def _api_get(kubeconfig: Path, path: str) -> dict[str, Any] | None:
-    cfg = yaml.safe_load(kubeconfig.read_text())
-    cluster = cfg["clusters"][0]["cluster"]
-    import base64
-
-    ctx = ssl.create_default_context(
-        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
-    )
-    req = urllib.request.Request(
-        cluster["server"] + path,
-        headers={"Authorization": f"Bearer {cfg['users'][0]['user']['token']}"},
-    )
+async def serve(args: argparse.Namespace) -> None:
+    """Start and supervise everything until SIGTERM/SIGINT; then stop it in reverse order."""
+    data: Path = args.data_dir.resolve()
+    group = ProcessGroup(on_start=lambda: _save_state(data, pids=group.pids()))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    _save_state(data, supervisor=os.getpid(), node=args.node_name)
     try:
-        with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
-            return dict(json.loads(resp.read()))
-    except (OSError, ValueError):
-        return None
+        kubeconfig = await _start_all(group, data, args)
+        await _wait_node_ready(kubeconfig, args.node_name, args.timeout, group)
+        log.info("%s is Ready", args.node_name)
+        if getattr(args, "foreground", False):  # `keadm up` prints them itself otherwise
+            print(_next_steps(data, args), flush=True)
+        waiter = asyncio.ensure_future(group.wait())
+        await asyncio.wait(
+            [waiter, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        waiter.cancel()
+    finally:
+        log.info("stopping everything (pods keep running on the node)")
+        await group.stop()
+        _save_state(data, supervisor=None, pids={})
 
 
-def _next_steps(kubeconfig: Path) -> str:
+async def _start_all(group: ProcessGroup, data: Path, args: argparse.Namespace) -> Path:
+    images = data / "images"
+    if not (images / "busybox.tar").exists():
+        log.info("building the demo images into %s", images)
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, str(ROOT / "scripts" / "build-image.py"), "--out", str(images)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    tunnel: list[str] = []  # a user's cluster reaches kubelets its own way
+    if args.kubeconfig:
+        kubeconfig = args.kubeconfig.resolve()
+    else:
+        log.info(
+            "starting the control plane: kine (SQLite), kube-apiserver, "
+            "kube-controller-manager, kube-scheduler"
+        )
+        cp = ControlPlane(
+            ControlPlaneSettings(data, args.api_listen, offline_eviction=args.offline_eviction),
+            group,
+        )
+        await cp.start()
+        log.info("control plane ready at %s; admin kubeconfig %s", cp.server, cp.kubeconfig)
+        kubeconfig = cp.kubeconfig_for(pki.CLOUDCORE)
+        tunnel = ["--kubelet-tunnel-socket", str(cp.kubelet_tunnel)]
+    await group.add(
+        Spec(
+            "cloudcore",
+            [
+                _bin("cloudcore"),
+                "--data-dir",
+                str(data / "cloudcore"),
+                "--kubeconfig",
+                str(kubeconfig),
+                "--hub-listen",
+                args.hub_listen,
+                *tunnel,
+            ],
+            data / "logs" / "cloudcore.log",
+        )
+    )
+    edge_args = [a for a in args.edge_args if a != "--"]
+    await group.add(
+        Spec(
+            args.node_name,
+            [
+                _bin("edgecore"),
+                "--data-dir",
+                str(data / args.node_name),
+                "--node-name",
+                args.node_name,
+                "--cloud",
+                args.hub_listen,
+                "--images-dir",
+                str(images),
+                *edge_args,
+            ],
+            data / "logs" / f"{args.node_name}.log",
+        )
+    )
+    return args.kubeconfig.resolve() if args.kubeconfig else data / "kubeconfig"
+
+
+async def _wait_node_ready(
+    kubeconfig: Path, node: str, timeout: float, group: ProcessGroup
+) -> None:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    core = client.CoreV1Api(api)
+    last = ""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                status = await asyncio.to_thread(_ready_status, core, node)
+                if status == "True":
+                    return
+                if status != last:
+                    log.info("%s: %s", node, status)
+                    last = status
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        raise KeadmError(f"{node} not Ready after {timeout:.0f}s; see the logs") from None
+    finally:
+        api.close()
+
+
+def _ready_status(core: Any, node: str) -> str:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        obj = core.read_node(node)
+    except ApiException as exc:
+        return "waiting for it to register" if exc.status == 404 else f"API error {exc.status}"
+    for cond in obj.status.conditions or []:
+        if cond.type == "Ready":
+            return "True" if cond.status == "True" else f"Ready={cond.status}; waiting"
+    return "registered; waiting for Ready"
+
+
+def _next_steps(data: Path, args: argparse.Namespace) -> str:
+    kubeconfig = args.kubeconfig.resolve() if args.kubeconfig else data / "kubeconfig"
     kubectl = _bin("kubectl")
+    ex = ROOT / "examples"
     return f"""
 kubeedge-py is up. Try:
   export KUBECONFIG={kubeconfig}
   {kubectl} get nodes
-  {kubectl} apply -f {ROOT / "examples"}/namespace.yaml -f {ROOT / "examples"}/configmap.yaml \\
-      -f {ROOT / "examples"}/pod.yaml
-  {kubectl} get pods -n demo -o wide -w
-  {kubectl} logs -n demo web
-Stop and remove everything: keadm reset --data-dir {kubeconfig.parent}
+  {kubectl} create deployment hello --image=kubeedge-py/busybox:latest --replicas=2 \\
+      -- httpd -f -p 8080 -h /etc
+  {kubectl} rollout status deployment/hello
+  {kubectl} apply -f {ex}/namespace.yaml -f {ex}/configmap.yaml -f {ex}/pod.yaml
+  {kubectl} get pods -A -o wide -w
+Logs of every component: {data / "logs"}
+Stop and remove everything: keadm reset --data-dir {data}
 """
-
-
-def _stay(pids: dict[str, int]) -> None:
-    _say("running in the foreground; Ctrl-C stops cloudcore and edgecore (pods keep running)")
-    try:
-        while all(_alive(p) for p in pids.values()):
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    for pid in pids.values():
-        _signal(pid, signal.SIGTERM)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -219,7 +346,7 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _stop(pid: int, timeout: float = 15) -> None:
+def _stop(pid: int, timeout: float) -> None:
     _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _alive(pid) and time.monotonic() < deadline:
@@ -230,19 +357,30 @@ def _stop(pid: int, timeout: float = 15) -> None:
 
 def reset(data_dir: Path) -> None:
     data = data_dir.resolve()
-    state_path = data / STATE_FILE
-    if not state_path.exists():
+    if not (data / STATE_FILE).exists():
         raise KeadmError(f"{data} was not set up by keadm up (no {STATE_FILE})")
-    state = json.loads(state_path.read_text())
-    for name in ("edgecore", "cloudcore"):
-        pid = state.get("pids", {}).get(name)
-        if pid and _alive(pid):
+    state = _state(data)
+    supervisor = state.get("supervisor")
+    if supervisor and _alive(supervisor):
+        _say(f"stopping the supervisor (pid {supervisor}) and everything it runs")
+        _stop(supervisor, 90)
+    # Whatever a killed supervisor left behind (pids it recorded, newest first).
+    for name, pid in reversed(list((state.get("pids") or {}).items())):
+        if pid and _alive(pid) and _is_ours(pid, data):
             _say(f"stopping {name} (pid {pid})")
-            _stop(pid)
-    node_dir = data / state.get("node", NODE)
+            _stop(pid, 15)
+    node_dir = data / state.get("node", "edge-1")
     _remove_pods_and_runtime(node_dir)
     shutil.rmtree(data, ignore_errors=True)
     _say(f"removed {data}")
+
+
+def _is_ours(pid: int, data: Path) -> bool:
+    """A recorded pid may have been reused: only stop a process whose command names DIR."""
+    try:
+        return str(data) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
 
 
 def _remove_pods_and_runtime(node_dir: Path) -> None:

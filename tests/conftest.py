@@ -1,12 +1,15 @@
-"""Shared fixtures: every test fails if it leaks asyncio tasks."""
+"""Shared fixtures: every test fails if it leaks asyncio tasks; one real control plane for
+the session, wiped after each test that uses it."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from tests.support.controlplane import TestControlPlane
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +28,18 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     for t in leaked:
         t.cancel()
     pytest.fail(f"test leaked asyncio tasks: {names}")
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestControlPlane]:
+    """The real Kubernetes control plane the whole session shares (started once)."""
+    cp = TestControlPlane(tmp_path_factory.mktemp("control-plane")).start()
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture
+def kube(control_plane: TestControlPlane) -> Iterator[TestControlPlane]:
+    """The shared control plane, left clean for the next test: what this test made is deleted."""
+    yield control_plane
+    control_plane.wipe()

@@ -81,12 +81,10 @@ class DeviceController:
         settings: CloudSettings,
         *,
         kubeconfig: Path,
-        api_ready: asyncio.Event | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
-        self.kubeconfig = kubeconfig  # --kubeconfig, or DATA_DIR/kubeconfig of the embedded API
-        self.api_ready = api_ready  # the embedded API server's `started`, when it is ours
+        self.kubeconfig = kubeconfig  # --kubeconfig: the cluster cloudcore works on
         self.models: dict[str, Obj] = {}
         self.devices: dict[str, Obj] = {}
         self.on_node: dict[str, set[str]] = defaultdict(set)  # node -> device keys
@@ -100,7 +98,6 @@ class DeviceController:
     async def run(self) -> None:
         kube = Kube(
             self.kubeconfig,
-            ready=self.api_ready,
             name=self.name,
             workers=self.settings.device_api_workers,
             watch_timeout=self.settings.kube_watch_timeout,

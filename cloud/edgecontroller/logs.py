@@ -1,6 +1,6 @@
-"""pods/log through the hub: `kubectl logs` on the embedded API server, answered by the node.
+"""pods/log through the hub: a log request answered by the node.
 
-The API server's pods/{name}/log handler calls `LogStreams.serve(request, pod)`. It checks the
+An HTTP pods/{name}/log handler calls `LogStreams.serve(request, pod)`. It checks the
 request as Kubernetes does (container, numeric parameters), answers 503 when the pod's node
 has no stream to this cloudcore, and otherwise sends a `log_query` (group edged, operation
 query, resource `node/{node}/{ns}/log/{pod}`) through cloudhub, which relays the node's

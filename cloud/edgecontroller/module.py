@@ -1,13 +1,15 @@
 """edgecontroller: Kubernetes objects to edge nodes, and what edge nodes report to Kubernetes.
 
 What it does:
-- downstream: lists and watches Nodes, Pods, ConfigMaps and Secrets through the official
-  kubernetes client (DATA_DIR/kubeconfig of the embedded API server, or --kubeconfig) and
-  sends each edge node what belongs on it (downstream.py), as docs/protocol.md says;
+- downstream: lists and watches Nodes, Pods, ConfigMaps and Secrets of the cluster
+  --kubeconfig names, through the official kubernetes client, and sends each edge node what
+  belongs on it (downstream.py), as docs/protocol.md says;
 - upstream: applies node registration, node status, leases, pod status and pod-gone reports
   that cloudhub hands to group "resource" (upstream.py);
 - node liveness: a silent, disconnected edge node becomes Ready=Unknown (liveness.py);
-- pods/log: serves `kubectl logs` for the embedded API server by asking the node (logs.py).
+- pods/log: answers a log request handed to it (an aiohttp handler, through
+  `log_streamer_sink`) by asking the node (logs.py). The real kube-apiserver asks the node's
+  kubelet endpoint itself, so cloudcore's main plugs no sink in.
 
 What it does not: keep ObjectSync records (synccontroller's Ledger does; this module tells it
 what it sends and asks it what nodes hold), or deliver reliably (cloudhub's queue does).
@@ -35,7 +37,7 @@ from common.names import Group, Module
 
 log = logging.getLogger(__name__)
 
-# Receives the coroutine that serves pods/log, once the API server is up.
+# Receives the coroutine that serves pods/log, once the kubernetes client is connected.
 LogStreamerSink = Callable[[Callable[..., Any]], None]
 
 
@@ -50,7 +52,6 @@ class EdgeController:
         settings: CloudSettings,
         *,
         kubeconfig: Path,
-        api_ready: asyncio.Event | None,
         ledger: Ledger,
         connected: Callable[[str], bool],
         metrics: CloudMetrics | None = None,
@@ -61,7 +62,6 @@ class EdgeController:
         self.ledger = ledger
         self.kube = Kube(
             kubeconfig,
-            ready=api_ready,
             name="edgecontroller",
             watch_timeout=settings.kube_watch_timeout,
         )

@@ -351,6 +351,14 @@ class CloudHub:
     def connected_nodes(self) -> list[str]:
         return sorted(self.sessions)
 
+    def is_connected(self, node: str) -> bool:
+        return node in self.sessions
+
+    def queue_depths(self) -> dict[str, int]:
+        """Messages waiting (queued or un-acked) per node, connected or not."""
+        nodes = set(self.outbox.targets()) | set(self.sessions)
+        return {node: self.outbox.pending(node) for node in nodes}
+
 
 class _Servicer(hub_pb2_grpc.HubServiceServicer):  # type: ignore[misc]  # generated, untyped
     def __init__(self, hub: CloudHub) -> None:

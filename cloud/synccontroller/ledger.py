@@ -12,7 +12,12 @@ acked content, so that after a restart a status-only change is not mistaken for 
   acked: cloudhub's queue collapses older ones); `holding()` answers from it until the ack;
 - `on_ack()` takes cloudhub's notice (group sync): the record's version moves, or, for an
   acked delete, the record goes;
-- API writes are coalesced per record and made in the background by `flush_forever()`.
+- API writes are coalesced per record and made in the background by `flush_forever()`, at
+  most `write_qps` per second: a burst of acks (50 pods started at once, a node back from a
+  long outage) becomes a steady trickle of ObjectSync writes instead of a flood that would
+  crowd a real API server's watch cache and starve the informers of every other client. The
+  in-memory ledger is what cloudcore acts on; the API copy only has to survive a restart,
+  and a record written late costs at most one extra resend.
 
 What it does not: decide what a node should hold, or send anything (edgecontroller does).
 """
@@ -93,9 +98,32 @@ class _Sent:
     deleting: bool
 
 
+class RateLimit:
+    """A token bucket: on average `rate` takes per second, up to `burst` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self._tokens = float(self.burst)
+        self._stamp: float | None = None
+
+    async def take(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            if self._stamp is not None:
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return
+            await asyncio.sleep((1 - self._tokens) / self.rate)
+
+
 class Ledger:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, write_qps: float = 50.0, write_burst: int = 100) -> None:
         self.kube = kube
+        self.limit = RateLimit(write_qps, write_burst)
         self.loaded = asyncio.Event()
         self._records: dict[tuple[str, str], Record] = {}
         self._by_resource: dict[tuple[str, str], set[str]] = {}
@@ -269,6 +297,7 @@ class Ledger:
 
         async def guarded(record: Record, *, delete: bool) -> bool:
             async with gate:
+                await self.limit.take()
                 try:
                     await (self._delete(record) if delete else self._write(record))
                     return True

@@ -52,17 +52,15 @@ class SyncController:
         settings: CloudSettings,
         *,
         kubeconfig: Path,
-        api_ready: asyncio.Event | None,
     ) -> None:
         self.bus = bus
         self.settings = settings
         self.kube = Kube(
             kubeconfig,
-            ready=api_ready,
             name="synccontroller",
             watch_timeout=settings.kube_watch_timeout,
         )
-        self.ledger = Ledger(self.kube)
+        self.ledger = Ledger(self.kube, settings.objectsync_qps, settings.objectsync_burst)
         self.reconcilers: list[Reconciler] = []
         self.rounds = 0  # completed comparison rounds
 

@@ -24,12 +24,12 @@ from cri.runtime.v1 import api_pb2 as cri
 
 from common.bus import Bus
 from common.envelope import Message, make_error, new_message, resource
-from common.errors import KubeEdgeError
+from common.errors import ConfigError, KubeEdgeError
 from common.names import Group, Module, Operation, ResourceType
 from edge.edged import logs, podspec, volumes
 from edge.edged.containerd import ManagedContainerd, import_images
 from edge.edged.cri import CRI, CRIError
-from edge.edged.node import host_ip, node_object, node_status
+from edge.edged.node import host_ip, node_object, node_status, parse_taints
 from edge.edged.worker import PodWorker, Timing
 from edge.settings import EdgeSettings
 
@@ -56,6 +56,10 @@ class Edged:
         self.workers: dict[str, PodWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.ready = asyncio.Event()
+        try:
+            self.taints = parse_taints(settings.register_with_taints)
+        except ValueError as exc:
+            raise ConfigError(f"--register-with-taints: {exc}") from exc
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -223,7 +227,7 @@ class Edged:
 
     async def _register(self) -> None:
         msg = self._message(Operation.INSERT, resource(None, ResourceType.NODE, self.node))
-        obj = node_object(self.node, self.runtime_version)
+        obj = node_object(self.node, self.runtime_version, self.taints)
         ev = msg.object
         ev.api_version, ev.kind, ev.name = "v1", "Node", self.node
         ev.object_json = json.dumps(obj).encode()

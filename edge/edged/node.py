@@ -13,7 +13,9 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-KUBELET_VERSION = "v1.31.0-kubeedge-py"
+# The Kubernetes version whose kubelet behaviour edged follows (kubectl get nodes: VERSION).
+KUBELET_VERSION = "v1.37.2-kubeedge-py"
+EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 MAX_PODS = 110
 
 
@@ -53,8 +55,27 @@ def host_ip() -> str:
             return "127.0.0.1"
 
 
-def node_object(name: str, runtime_version: str) -> dict[str, Any]:
-    """The Node edged registers; labels mark it as an edge node."""
+def parse_taints(text: str) -> list[dict[str, str]]:
+    """Taints in the kubelet's --register-with-taints form: `key[=value]:Effect,...`.
+    Raises ValueError naming the bad entry."""
+    taints = []
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        spec, _, effect = entry.rpartition(":")
+        key, _, value = spec.partition("=")
+        if not key or effect not in EFFECTS:
+            raise ValueError(f"taint {entry!r}: want key[=value]:{'|'.join(EFFECTS)}")
+        taint = {"key": key, "effect": effect}
+        if value:
+            taint["value"] = value
+        taints.append(taint)
+    return taints
+
+
+def node_object(
+    name: str, runtime_version: str, taints: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """The Node edged registers; labels mark it as an edge node (as KubeEdge's do), taints
+    are the configured ones (applied at registration, as the kubelet does)."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -68,7 +89,7 @@ def node_object(name: str, runtime_version: str) -> dict[str, Any]:
                 "kubernetes.io/arch": _arch(),
             },
         },
-        "spec": {},
+        "spec": {"taints": taints} if taints else {},
         "status": node_status(runtime_version, ready=True),
     }
 

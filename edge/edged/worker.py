@@ -389,6 +389,7 @@ class PodWorker:
             pod_ip=self.pod_ip,
             started_at=self.started_at,
             host_ip=self.host_ip,
+            generation=int(self.pod["metadata"].get("generation") or 0),
         )
 
     async def _container_status(
@@ -458,8 +459,10 @@ def build_pod_status(
     pod_ip: str,
     started_at: str,
     host_ip: str = "",
+    generation: int = 0,
 ) -> dict[str, Any]:
-    """Phase and conditions from container statuses, as the kubelet derives them."""
+    """Phase and conditions from container statuses, as the kubelet derives them;
+    `observedGeneration` names the pod spec generation they describe (Kubernetes 1.33+)."""
     policy = spec.get("restartPolicy", "Always")
     running = [c for c in containers if "running" in c["state"]]
     terminated = [c["state"]["terminated"] for c in containers if "terminated" in c["state"]]
@@ -494,6 +497,8 @@ def build_pod_status(
         "containerStatuses": containers,
         "qosClass": _qos(spec),
     }
+    if generation:
+        status["observedGeneration"] = generation
     if pod_ip:
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]

@@ -1,7 +1,8 @@
 """Device twins end to end: kubectl and the API on one side, mosquitto_pub/_sub on the other.
 
-A cloud stack (embedded API server, cloudhub, devicecontroller, ...) and an edge stack for node
-edge-1 (edgehub, metamanager, twin, eventbus) run in this process; the mapper is Debian's
+A cloud stack (cloudhub, devicecontroller, ... on the session's real control plane) and an
+edge stack for node edge-1 (edgehub, metamanager, twin, eventbus) run in this process; the
+mapper is Debian's
 mosquitto_sub/mosquitto_pub. Every test runs twice: with edgecore's embedded amqtt broker, and
 with an external mosquitto the test starts on a free loopback port.
 """
@@ -22,6 +23,7 @@ from common.names import Module
 from edge.eventbus.module import EventBus
 from edge.twin import store
 from tests.support.cluster import KUBECTL
+from tests.support.controlplane import TestControlPlane
 from tests.support.mqtt import Mosquitto, Subscriber, publish, start_mosquitto
 from tests.support.stack import CloudStack, EdgeStack, start_cloud, start_edge
 from tests.support.waiting import free_port
@@ -47,11 +49,11 @@ class World:
     mqtt_port: int
     mapper: Subscriber
     hub_port: int
-    api_port: int
+    control_plane: TestControlPlane
 
     @property
     def kubeconfig(self) -> Path:
-        return self.tmp / "cloud" / "kubeconfig"
+        return self.control_plane.kubeconfig
 
     async def kubectl(self, *args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
@@ -103,7 +105,7 @@ class World:
         self.cloud = await start_cloud(
             self.tmp / "cloud",
             hub_listen=f"127.0.0.1:{self.hub_port}",
-            api_listen=f"127.0.0.1:{self.api_port}",
+            kubeconfig=str(self.control_plane.cloudcore_kubeconfig),
         )
 
     async def stop_cloud(self) -> None:
@@ -147,13 +149,15 @@ def values(**props: str) -> dict[str, Any]:
 
 
 @pytest.fixture(params=["embedded", "mosquitto"])
-async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+async def world(
+    request: pytest.FixtureRequest, tmp_path: Path, kube: TestControlPlane
+) -> AsyncIterator[World]:
     async with contextlib.AsyncExitStack() as stack:
         mosquitto = None
         if request.param == "mosquitto":
             mosquitto = await start_mosquitto(tmp_path / "mosquitto")
             stack.push_async_callback(mosquitto.stop)
-        w = World(tmp_path, None, None, mosquitto, 0, None, free_port(), free_port())  # type: ignore[arg-type]
+        w = World(tmp_path, None, None, mosquitto, 0, None, free_port(), kube)  # type: ignore[arg-type]
         await w.start_cloud()
         stack.push_async_callback(w.stop_cloud)
         if mosquitto is None:

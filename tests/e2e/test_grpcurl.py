@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.controlplane import TestControlPlane
 from tests.support.procs import Proc, python
 from tests.support.waiting import free_port
 
@@ -18,7 +19,7 @@ GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl"
 
 
 @pytest.fixture
-async def cloudcore(tmp_path: Path) -> AsyncIterator[str]:
+async def cloudcore(tmp_path: Path, kube: TestControlPlane) -> AsyncIterator[str]:
     port = free_port()
     proc = await Proc(
         python(
@@ -27,8 +28,8 @@ async def cloudcore(tmp_path: Path) -> AsyncIterator[str]:
             str(tmp_path),
             "--hub-listen",
             f"127.0.0.1:{port}",
-            "--api-listen",
-            "127.0.0.1:0",
+            "--kubeconfig",
+            str(kube.cloudcore_kubeconfig),
             "--metrics-listen",
             "127.0.0.1:0",
         ),

@@ -4,133 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import subprocess
-import sys
 import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edge.edged.containerd import socket_path_for
-from edge.edged.cri import CRI
 from tests.support.cluster import Cluster, start_cluster
-from tests.support.procs import Proc, python
+from tests.support.controlplane import TestControlPlane
+from tests.support.edgenode import FAST_CLOUD, Node, build_images, node_ready, start_node
 from tests.support.waiting import eventually, free_port
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).parents[2]
-FAST_CLOUD = [
-    "--node-monitor-period",
-    "0.5",
-    "--node-grace-period",
-    "5",
-    "--sync-period",
-    "1",
-    "--resend-interval",
-    "1",
-    "--keepalive-timeout",
-    "5",
-]
-
-
-@dataclass
-class Node:
-    proc: Proc
-    data_dir: Path
-    flags: list[str]
-
-    async def restart(self) -> None:
-        await self.proc.terminate()
-        self.proc = await Proc(python("edge.main", *self.flags), "edgecore").start()
-
-    async def cri(self) -> CRI:
-        runtime = CRI()
-        await runtime.connect(f"unix://{socket_path_for(self.data_dir / 'containerd')}")
-        return runtime
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("images")
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build-image.py"), "--out", str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    return build_images(tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, images: Path) -> AsyncIterator[tuple[Cluster, Node]]:
+async def stack(
+    tmp_path: Path, images: Path, kube: TestControlPlane
+) -> AsyncIterator[tuple[Cluster, Node]]:
     hub_port = free_port()
     cluster = await start_cluster(
-        tmp_path / "cloud", "--hub-listen", f"127.0.0.1:{hub_port}", *FAST_CLOUD
+        tmp_path / "cloud", kube, "--hub-listen", f"127.0.0.1:{hub_port}", *FAST_CLOUD
     )
-    suffix = random.randint(1000, 9999)
-    edge_dir = tmp_path / "edge"
-    flags = [
-        "--data-dir",
-        str(edge_dir),
-        "--node-name",
-        "edge-1",
-        "--cloud",
-        f"127.0.0.1:{hub_port}",
-        "--images-dir",
-        str(images),
-        "--cni-bridge",
-        f"ket{suffix}",
-        "--pod-cidr",
-        f"10.{200 + suffix % 50}.{suffix % 250}.0/24",
-        "--node-status-interval",
-        "1",
-        "--lease-renew-interval",
-        "1",
-        "--keepalive-interval",
-        "0.5",
-        "--keepalive-timeout",
-        "3",
-        "--reconnect-initial",
-        "0.1",
-        "--reconnect-max",
-        "0.5",
-        "--resend-interval",
-        "1",
-        "--pod-sync-interval",
-        "0.3",
-        "--crash-backoff-initial",
-        "0.5",
-        "--crash-backoff-max",
-        "2",
-    ]
-    node = Node(await Proc(python("edge.main", *flags), "edgecore").start(), edge_dir, flags)
+    node = await start_node("edge-1", tmp_path / "edge", f"127.0.0.1:{hub_port}", images)
     try:
         await eventually(lambda: node_ready(cluster), 60, "edge-1 Ready")
         yield cluster, node
     finally:
-        await node.proc.terminate()
+        await node.stop_and_reset()
         await cluster.proc.terminate()
-        await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "edge.edged.reset", "--data-dir", str(edge_dir)],
-            capture_output=True,
-            check=False,
-        )
-
-
-async def node_ready(cluster: Cluster) -> bool:
-    out = await cluster.kubectl("get", "node", "edge-1", "-o", "json", check=False)
-    try:
-        node = json.loads(out)
-    except ValueError:
-        return False
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in node.get("status", {}).get("conditions", [])
-    )
 
 
 WEB = {

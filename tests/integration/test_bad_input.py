@@ -12,6 +12,7 @@ from kubeedge.hub.v1 import hub_pb2, hub_pb2_grpc
 
 from common.envelope import Message, new_message
 from common.names import Group, Operation
+from tests.support.controlplane import TestControlPlane
 from tests.support.modules import object_event
 from tests.support.stack import CloudStack, start_cloud, start_edge
 from tests.support.waiting import eventually
@@ -20,8 +21,10 @@ LIMIT = 64 * 1024
 
 
 @pytest.fixture
-async def cloud(tmp_path: Path) -> AsyncIterator[CloudStack]:
-    stack = await start_cloud(tmp_path / "cloud", max_message_bytes=LIMIT)
+async def cloud(tmp_path: Path, kube: TestControlPlane) -> AsyncIterator[CloudStack]:
+    stack = await start_cloud(
+        tmp_path / "cloud", kubeconfig=str(kube.cloudcore_kubeconfig), max_message_bytes=LIMIT
+    )
     yield stack
     await stack.stop()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.controlplane import TestControlPlane
 from tests.support.procs import Proc, python
 from tests.support.proxy import FaultProxy
 from tests.support.stack import FAST_CLOUD, FAST_EDGE, flags, start_cloud, start_edge
@@ -23,10 +24,10 @@ def committed(proc: Proc) -> int:
     return max(counts, default=0)
 
 
-async def test_edgecore_killed_with_upstream_queued(tmp_path: Path) -> None:
+async def test_edgecore_killed_with_upstream_queued(tmp_path: Path, kube: TestControlPlane) -> None:
     """edgecore dies by SIGKILL with reports queued, some delivered and some in flight; after a
     restart the cloud module receives every committed report exactly once."""
-    cloud = await start_cloud(tmp_path / "cloud")
+    cloud = await start_cloud(tmp_path / "cloud", kubeconfig=str(kube.cloudcore_kubeconfig))
     proxy = await FaultProxy(cloud.hub.port).start()
     proxy.block()  # let the producer fill the outbox before anything moves
     edge_flags = flags(
@@ -63,13 +64,20 @@ async def test_edgecore_killed_with_upstream_queued(tmp_path: Path) -> None:
         await cloud.stop()
 
 
-async def test_cloudcore_killed_with_downstream_unacked(tmp_path: Path) -> None:
+async def test_cloudcore_killed_with_downstream_unacked(
+    tmp_path: Path, kube: TestControlPlane
+) -> None:
     """cloudcore dies by SIGKILL while objects are queued and un-acked; after a restart the
     edge holds the newest committed version of each object, each version applied once, and
     never an older version after a newer one."""
     port = free_port()
     cloud_flags = flags(
-        {"data_dir": tmp_path / "cloud", **FAST_CLOUD, "hub_listen": f"127.0.0.1:{port}"}
+        {
+            "data_dir": tmp_path / "cloud",
+            "kubeconfig": kube.cloudcore_kubeconfig,
+            **FAST_CLOUD,
+            "hub_listen": f"127.0.0.1:{port}",
+        }
     )
     producer = await Proc(
         python("tests.support.cloud_producer", "edge-1", "600", "30", "--", *cloud_flags),

@@ -1,5 +1,5 @@
-"""edgecontroller end to end: the embedded API server, cloudhub and the controllers in one
-process, a real edge stack (edgehub + metamanager) over loopback gRPC."""
+"""edgecontroller end to end: cloudhub and the controllers in one process on the session's
+real control plane, a real edge stack (edgehub + metamanager) over loopback gRPC."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from cloud.edgecontroller.liveness import parse_time
 from common.names import Module, Operation
-from tests.support.cluster import KUBECTL
 from tests.support.controllers import (
     EDGE_LABEL,
     FAST_CONTROLLERS,
@@ -28,6 +28,7 @@ from tests.support.controllers import (
     report,
     send_up,
 )
+from tests.support.controlplane import TestControlPlane
 from tests.support.stack import CloudStack, EdgeStack, start_cloud, start_edge
 from tests.support.waiting import eventually
 
@@ -35,16 +36,18 @@ NODE = "edge-1"
 
 
 @pytest.fixture
-async def cloud(tmp_path: Path) -> AsyncIterator[CloudStack]:
-    stack = await start_cloud(tmp_path / "cloud", **FAST_CONTROLLERS)
-    await asyncio.wait_for(module(stack, Module.APISERVER).started.wait(), 20)
+async def cloud(tmp_path: Path, kube: TestControlPlane) -> AsyncIterator[CloudStack]:
+    stack = await start_cloud(
+        tmp_path / "cloud", kubeconfig=str(kube.cloudcore_kubeconfig), **FAST_CONTROLLERS
+    )
     yield stack
     await stack.stop()
 
 
 @pytest.fixture
-async def k8s(cloud: CloudStack, tmp_path: Path) -> AsyncIterator[K8s]:
-    api = K8s(tmp_path / "cloud" / "kubeconfig")
+async def k8s(cloud: CloudStack, kube: TestControlPlane) -> AsyncIterator[K8s]:
+    api = K8s(kube.kubeconfig)
+    await api.ready_for_pods()
     yield api
     api.close()
 
@@ -172,6 +175,25 @@ async def test_secrets_from_env_and_image_pull_reach_the_edge(
     await eventually(lambda: edge_holds(edge, *keys), what="secrets at the edge")
 
 
+async def test_service_account_volume_brings_the_cluster_ca_configmap(
+    cloud: CloudStack, edge: EdgeStack, k8s: K8s
+) -> None:
+    """A pod the API gave a service-account token volume gets the configmap that volume
+    projects (kube-root-ca.crt, which the cluster keeps in every namespace) on its node."""
+    await make_edge_node(k8s)
+    spec = pod_spec(NODE)
+    del spec["automountServiceAccountToken"]
+    await k8s.call(
+        k8s.core.create_namespaced_pod, "default", {"metadata": {"name": "app"}, "spec": spec}
+    )
+    keys = ("default/pod/app", "default/configmap/kube-root-ca.crt")
+    await eventually(lambda: edge_holds(edge, *keys), what="pod and CA configmap at the edge")
+    ca = await stored(edge, "default/configmap/kube-root-ca.crt")
+    assert "BEGIN CERTIFICATE" in ca["data"]["ca.crt"]
+    volumes = (await stored(edge, "default/pod/app"))["spec"]["volumes"]
+    assert any("projected" in v for v in volumes)
+
+
 async def test_status_only_pod_change_is_not_sent(
     cloud: CloudStack, edge: EdgeStack, k8s: K8s
 ) -> None:
@@ -180,7 +202,12 @@ async def test_status_only_pod_change_is_not_sent(
     await make_pod_with_configmap(k8s)
     await eventually(lambda: edge_holds(edge, "default/pod/web"), what="pod at the edge")
     before = await edge_rv(edge, "default/pod/web")
-    passed_on = len(edge.recorder.messages)
+
+    def pod_messages() -> int:  # the cluster's controllers may change other objects meanwhile
+        return sum(m.route.resource == "default/pod/web" for m in edge.recorder.messages)
+
+    passed_on = pod_messages()
+    assert passed_on >= 1
     patched = await k8s.call(
         k8s.core.patch_namespaced_pod_status,
         "web",
@@ -201,7 +228,7 @@ async def test_status_only_pod_change_is_not_sent(
         pass
     await asyncio.sleep(0.3)  # a message queued now would have reached the edge
     assert await edge_rv(edge, "default/pod/web") == before
-    assert len(edge.recorder.messages) == passed_on
+    assert pod_messages() == passed_on
     relabelled = await k8s.call(
         k8s.core.patch_namespaced_pod, "web", "default", {"metadata": {"labels": {"a": "b"}}}
     )
@@ -450,38 +477,61 @@ async def test_silent_disconnected_node_becomes_unknown_then_ready_again(
         await edge.stop()
 
 
-# -- kubectl logs ----------------------------------------------------------------------------
+# -- pods/log --------------------------------------------------------------------------------
+# The real kube-apiserver asks the node's kubelet endpoint for logs, not cloudcore; these tests
+# drive edgecontroller's log streaming (LogStreams.serve) from a small HTTP server standing
+# where an API server's pods/{name}/log handler would call it.
 
 
-async def kubectl(kubeconfig: Path, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        KUBECTL,
-        "--kubeconfig",
-        str(kubeconfig),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+@pytest.fixture
+async def pods_log(cloud: CloudStack) -> AsyncIterator[str]:
+    """The base URL of an HTTP server whose pods/{name}/log calls edgecontroller's
+    LogStreams with the pod edgecontroller has cached."""
+    controller = module(cloud, Module.EDGECONTROLLER)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        pod = controller.downstream.pod(request.match_info["ns"], request.match_info["name"])
+        if pod is None:
+            raise web.HTTPNotFound()
+        response: web.StreamResponse = await controller.logs.serve(request, pod)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
 
 
-async def test_kubectl_logs_streams_from_the_node(
-    cloud: CloudStack, edge: EdgeStack, k8s: K8s, tmp_path: Path
+async def pod_log(base: str, pod: str, **params: str) -> tuple[int, str]:
+    """(HTTP status, the log text or the Status message) of GET pods/{pod}/log."""
+    url = f"{base}/api/v1/namespaces/default/pods/{pod}/log"
+    async with aiohttp.ClientSession() as session, session.get(url, params=params) as resp:
+        if resp.status == 200:
+            return resp.status, await resp.text()
+        return resp.status, str((await resp.json())["message"])
+
+
+async def cached_pod(cloud: CloudStack, name: str) -> None:
+    controller = module(cloud, Module.EDGECONTROLLER)
+    await eventually(lambda: controller.downstream.pod("default", name), what="pod in the cache")
+
+
+async def test_pod_log_streams_from_the_node(
+    cloud: CloudStack, edge: EdgeStack, k8s: K8s, pods_log: str
 ) -> None:
-    """kubectl logs reaches the node through the hub and prints what it streams back,
-    honouring --tail."""
+    """A pods/log request reaches the node through the hub and returns what it streams
+    back, honouring tailLines and container."""
     fake = FakeEdgedLogs(edge, {("default", "web"): ["one", "two", "three"]}).start()
     try:
         await make_pod_with_configmap(k8s)
+        await cached_pod(cloud, "web")
         await asyncio.wait_for(edge.hub.connected.wait(), 10)
-        kubeconfig = tmp_path / "cloud" / "kubeconfig"
-        code, out, err = await kubectl(kubeconfig, "logs", "web")
-        assert code == 0, err
-        assert out == "one\ntwo\nthree\n"
-        code, out, err = await kubectl(kubeconfig, "logs", "web", "--tail", "1", "-c", "c")
-        assert code == 0, err
-        assert out == "three\n"
+        assert await pod_log(pods_log, "web") == (200, "one\ntwo\nthree\n")
+        assert await pod_log(pods_log, "web", tailLines="1", container="c") == (200, "three\n")
         query = fake.queries[-1].log_query
         assert (query.namespace, query.pod, query.container, query.tail_lines) == (
             "default",
@@ -494,30 +544,31 @@ async def test_kubectl_logs_streams_from_the_node(
 
 
 async def test_logs_errors_become_statuses(
-    cloud: CloudStack, edge: EdgeStack, k8s: K8s, tmp_path: Path
+    cloud: CloudStack, edge: EdgeStack, k8s: K8s, pods_log: str
 ) -> None:
     """An edge error maps to its Status code; a bad container is refused before asking."""
     fake = FakeEdgedLogs(edge, {}).start()
     try:
         await make_pod_with_configmap(k8s)
+        await cached_pod(cloud, "web")
         await asyncio.wait_for(edge.hub.connected.wait(), 10)
-        kubeconfig = tmp_path / "cloud" / "kubeconfig"
-        code, _, err = await kubectl(kubeconfig, "logs", "web")
-        assert code != 0 and "no pod web" in err
-        code, _, err = await kubectl(kubeconfig, "logs", "web", "-c", "nope")
-        assert code != 0 and "container nope is not valid" in err
+        code, message = await pod_log(pods_log, "web")
+        assert code == 404 and "no pod web" in message
+        code, message = await pod_log(pods_log, "web", container="nope")
+        assert code == 400 and "container nope is not valid" in message
         assert len(fake.queries) == 1
     finally:
         await fake.stop()
 
 
 async def test_logs_of_a_disconnected_node_is_503(
-    cloud: CloudStack, k8s: K8s, tmp_path: Path
+    cloud: CloudStack, k8s: K8s, pods_log: str
 ) -> None:
     """With no stream from the pod's node, pods/log answers 503 at once."""
     await make_pod_with_configmap(k8s)
-    code, _, err = await kubectl(tmp_path / "cloud" / "kubeconfig", "logs", "web")
-    assert code != 0 and f"node {NODE} is not connected" in err
+    await cached_pod(cloud, "web")
+    code, message = await pod_log(pods_log, "web")
+    assert code == 503 and f"node {NODE} is not connected" in message
 
 
 # -- metrics ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from common.envelope import Message, new_message, with_node
 from common.names import Group, Module, Operation
 from tests.support.controllers import FakeEdgedLogs
+from tests.support.controlplane import TestControlPlane
 from tests.support.modules import Recorder
 from tests.support.stack import CloudStack, EdgeStack, start_cloud, start_edge
 from tests.support.waiting import eventually
@@ -21,8 +22,8 @@ ASKER = "test-asker"
 
 
 @pytest.fixture
-async def cloud(tmp_path: Path) -> AsyncIterator[CloudStack]:
-    stack = await start_cloud(tmp_path / "cloud")
+async def cloud(tmp_path: Path, kube: TestControlPlane) -> AsyncIterator[CloudStack]:
+    stack = await start_cloud(tmp_path / "cloud", kubeconfig=str(kube.cloudcore_kubeconfig))
     yield stack
     await stack.stop()
 

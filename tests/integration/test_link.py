@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.names import Module
+from tests.support.controlplane import TestControlPlane
 from tests.support.modules import object_event, upload
 from tests.support.proxy import FaultProxy
 from tests.support.stack import CloudStack, EdgeStack, start_cloud, start_edge
@@ -16,8 +17,8 @@ from tests.support.waiting import eventually
 
 
 @pytest.fixture
-async def cloud(tmp_path: Path) -> AsyncIterator[CloudStack]:
-    stack = await start_cloud(tmp_path / "cloud")
+async def cloud(tmp_path: Path, kube: TestControlPlane) -> AsyncIterator[CloudStack]:
+    stack = await start_cloud(tmp_path / "cloud", kubeconfig=str(kube.cloudcore_kubeconfig))
     yield stack
     await stack.stop()
 

@@ -4,6 +4,7 @@ Runs the real cloudcore modules and a producer that sends `--count` configmap ev
 `--node` through cloudhub, in batches, printing "committed N" after each batch is durable.
 Events cycle over `--objects` names with increasing resourceVersions, so queued updates
 collapse. Usage: python -m tests.support.cloud_producer NODE COUNT OBJECTS -- CLOUDCORE_FLAGS
+(--kubeconfig among them: cloudcore works on a real cluster).
 """
 
 from __future__ import annotations

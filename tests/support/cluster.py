@@ -1,4 +1,4 @@
-"""A cloudcore process with its embedded API server, and kubectl run against it."""
+"""A cloudcore process on the test session's real control plane, and kubectl run against it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.controlplane import TestControlPlane
 from tests.support.procs import Proc, python
-from tests.support.waiting import free_port
 
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"
 
@@ -20,12 +20,13 @@ KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kub
 class Cluster:
     proc: Proc
     data_dir: Path
-    api_port: int
+    control_plane: TestControlPlane
     extra: list[str]
 
     @property
     def kubeconfig(self) -> Path:
-        return self.data_dir / "kubeconfig"
+        """The admin kubeconfig (what kubectl uses)."""
+        return self.control_plane.kubeconfig
 
     async def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         proc = await asyncio.create_subprocess_exec(
@@ -52,29 +53,31 @@ class Cluster:
             await self.proc.kill()
         else:
             await self.proc.terminate()
-        self.proc = await start_proc(self.data_dir, self.api_port, self.extra)
+        self.proc = await start_proc(self.data_dir, self.control_plane, self.extra)
 
 
-async def start_proc(data_dir: Path, api_port: int, extra: list[str]) -> Proc:
+async def start_proc(data_dir: Path, cp: TestControlPlane, extra: list[str]) -> Proc:
     proc = await Proc(
         python(
             "cloud.main",
             "--data-dir",
             str(data_dir),
+            "--kubeconfig",
+            str(cp.cloudcore_kubeconfig),
+            "--kubelet-tunnel-socket",
+            str(cp.cp.kubelet_tunnel),
             "--hub-listen",
             "127.0.0.1:0",
-            "--api-listen",
-            f"127.0.0.1:{api_port}",
             "--metrics-listen",
             "127.0.0.1:0",
             *extra,
         ),
         "cloudcore",
     ).start()
-    await proc.wait_line("apiserver serving on")
+    await proc.wait_line("serving HubService")
     return proc
 
 
-async def start_cluster(data_dir: Path, *extra: str) -> Cluster:
-    port = free_port()
-    return Cluster(await start_proc(data_dir, port, list(extra)), data_dir, port, list(extra))
+async def start_cluster(data_dir: Path, cp: TestControlPlane, *extra: str) -> Cluster:
+    """cloudcore on `cp` (the `kube` fixture: the session's control plane, wiped after)."""
+    return Cluster(await start_proc(data_dir, cp, list(extra)), data_dir, cp, list(extra))

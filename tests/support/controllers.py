@@ -1,5 +1,5 @@
-"""Helpers for edgecontroller/synccontroller tests: the API as a test client sees it, a
-stand-alone API server, edge-side reports, and a fake log answerer.
+"""Helpers for edgecontroller/synccontroller tests: the API as a test client sees it (the
+session's real control plane), edge-side reports, and a fake log answerer.
 
 `FakeEdgedLogs` is a test double standing where edged will answer log queries (edged is
 written elsewhere): it sits on a real edge bus in group edged and answers `log_query`
@@ -12,19 +12,16 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
-from cloud.apiserver.module import APIServer
-from cloud.settings import CloudSettings
-from common.bus import Bus
 from common.envelope import Message, make_error, new_message
 from common.names import Group, Module, Operation
-from common.supervisor import Backoff, Supervisor
-from tests.support.stack import FAST_CLOUD, CloudStack, EdgeStack
+from tests.support.stack import CloudStack, EdgeStack
+from tests.support.waiting import eventually
 
 # Short timers for the controllers (on top of stack.FAST_CLOUD).
 FAST_CONTROLLERS: dict[str, Any] = {
@@ -59,6 +56,21 @@ class K8s:
 
         return await asyncio.to_thread(read)
 
+    async def ready_for_pods(self, namespace: str = "default") -> None:
+        """Wait for the namespace's default ServiceAccount: the API refuses pods until the
+        service-account controller has made it (just after the control plane starts)."""
+
+        async def exists() -> bool:
+            try:
+                await self.call(self.core.read_namespaced_service_account, "default", namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            return True
+
+        await eventually(exists, 60, f"ServiceAccount {namespace}/default")
+
     async def node(self, name: str) -> Any:
         return await self.raw(self.core.read_node, name)
 
@@ -84,7 +96,9 @@ class K8s:
 def pod_spec(
     node: str, *, configmaps: tuple[str, ...] = (), secrets: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """A pod bound to `node` with a volume per configmap and an env var per secret."""
+    """A pod bound to `node` with a volume per configmap and an env var per secret, and
+    no service-account token volume (which would reference configmap kube-root-ca.crt), so
+    the configmaps and secrets it references are exactly the ones named here."""
     volumes: list[dict[str, Any]] = [
         {"name": f"cm-{name}", "configMap": {"name": name}} for name in configmaps
     ]
@@ -94,34 +108,10 @@ def pod_spec(
     ]
     return {
         "nodeName": node,
+        "automountServiceAccountToken": False,
         "containers": [{"name": "c", "image": "busybox", "env": env}],
         "volumes": volumes,
     }
-
-
-@dataclass
-class APIStack:
-    """The embedded API server alone, as a real cluster would stand beside cloudcore."""
-
-    supervisor: Supervisor
-    server: APIServer
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.server.kubeconfig
-
-    async def stop(self) -> None:
-        await self.supervisor.stop()
-
-
-async def start_api(data_dir: Path) -> APIStack:
-    cfg = CloudSettings(data_dir=data_dir, **FAST_CLOUD)
-    supervisor = Supervisor(Bus(), Backoff(0.05, 0.2), stop_timeout=2)
-    server = APIServer(cfg)
-    supervisor.add(server)
-    await supervisor.start()
-    await asyncio.wait_for(server.started.wait(), 20)
-    return APIStack(supervisor, server)
 
 
 def module(stack: CloudStack | EdgeStack, name: str) -> Any:

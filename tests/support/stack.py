@@ -22,7 +22,6 @@ from tests.support.modules import Recorder
 
 FAST_CLOUD: dict[str, Any] = {
     "hub_listen": "127.0.0.1:0",
-    "api_listen": "127.0.0.1:0",
     "metrics_listen": "127.0.0.1:0",
     "keepalive_timeout": 1.5,
     "resend_interval": 0.5,
@@ -80,6 +79,8 @@ class EdgeStack:
 
 
 async def start_cloud(data_dir: Path, **overrides: Any) -> CloudStack:
+    """cloudcore's modules in this process. As cloudcore, they need `kubeconfig=`: a test
+    passes its control plane's (`str(kube.cloudcore_kubeconfig)`)."""
     cfg = CloudSettings(data_dir=data_dir, **{**FAST_CLOUD, **overrides})
     supervisor = Supervisor(Bus(), Backoff(0.05, 0.2), stop_timeout=2)
     hub = register_cloud(supervisor, cfg)

@@ -1,0 +1,100 @@
+"""keadm as a user runs it: `keadm up` starts the real control plane, cloudcore and edge-1 under
+a background supervisor that restarts what dies; `keadm reset` stops all of it and removes
+the data dir."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import KUBECTL
+from tests.support.waiting import eventually, free_port
+
+pytestmark = pytest.mark.e2e
+COMPONENTS = {"kine", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "cloudcore"}
+
+
+async def keadm(*args: str, timeout: float = 240) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "keadm.main",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def pids(data: Path) -> dict[str, int]:
+    return dict(json.loads((data / "keadm.json").read_text())["pids"])
+
+
+async def test_up_supervises_the_control_plane_and_reset_removes_everything(
+    tmp_path: Path,
+) -> None:
+    """up: every component runs, the node is Ready for kubectl; a killed scheduler is
+    restarted; a second up is refused; reset stops every process and removes the dir."""
+    data = tmp_path / "ke"
+    suffix = random.randint(1000, 9999)
+    code, out = await keadm(
+        "up", "--data-dir", str(data),
+        "--api-listen", f"127.0.0.1:{free_port()}", "--hub-listen", f"127.0.0.1:{free_port()}",
+        "--", "--mqtt-listen", "127.0.0.1:0", "--cni-bridge", f"kek{suffix}",
+        "--pod-cidr", f"10.{200 + suffix % 50}.{suffix % 250}.0/24",
+    )  # fmt: skip
+    try:
+        assert code == 0, out
+        assert "edge-1 is Ready" in out and "KUBECONFIG" in out
+        started = pids(data)
+        assert COMPONENTS | {"edge-1"} == set(started)
+        assert all(alive(pid) for pid in started.values())
+        for name in COMPONENTS:
+            assert (data / "logs" / f"{name}.log").stat().st_size > 0
+        nodes = await kubectl(data, "get", "nodes", "-o", "json")
+        (node,) = json.loads(nodes)["items"]
+        assert node["metadata"]["name"] == "edge-1"
+        assert node["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.37")
+
+        os.kill(started["kube-scheduler"], signal.SIGKILL)
+
+        def restarted() -> bool:
+            now = pids(data).get("kube-scheduler")
+            return bool(now and now != started["kube-scheduler"] and alive(now))
+
+        await eventually(restarted, 30, "kube-scheduler restarted by the supervisor")
+        code, out = await keadm("up", "--data-dir", str(data))
+        assert code == 1 and "already up" in out
+        running = pids(data)
+    finally:
+        code, out = await keadm("reset", "--data-dir", str(data), timeout=180)
+    assert code == 0, out
+    assert not data.exists()
+    assert not [name for name, pid in running.items() if alive(pid)]
+
+
+async def kubectl(data: Path, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL, "--kubeconfig", str(data / "kubeconfig"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
