@@ -126,6 +126,7 @@ async def test_deployment_runs_serves_heals_scales_and_rolls_back(
     running = await ready_pods(cluster, "app=web", 2)
     for pod in running:
         assert pod["spec"]["nodeName"] == "edge-1"
+        assert pod["status"]["observedGeneration"] == pod["metadata"]["generation"]
         served = await asyncio.to_thread(http_get, f"http://{pod['status']['podIP']}:8080/id")
         assert served.strip() == pod["metadata"]["name"]
 
