@@ -32,5 +32,7 @@ format: setup  ## format the Python code with ruff
 bench: setup  ## run the benchmarks under bench/ (figures go to docs/benchmarks.md by hand)
 	.venv/bin/python bench/hub_throughput.py
 	.venv/bin/python bench/twin_latency.py
+	.venv/bin/python bench/pod_startup.py
+	.venv/bin/python bench/control_plane.py
 
 .PHONY: help setup run test gen contract-image lint format bench

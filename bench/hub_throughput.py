@@ -3,18 +3,21 @@
 One run measures two things, every side in its own process (spawned with subprocess, never
 forked), over 127.0.0.1 on ports picked by the kernel:
 
-hub   a cloud process runs the real CloudHub (cloud.main.register_modules) plus a producer that
-      enqueues N distinct configmap ObjectEvents through `CloudHub.send_to_nodes` (the durable
-      outbox); an edge process runs the real edgecore modules (edge.main.register_modules:
-      metamanager commits each event to SQLite, then edgehub sends its ack). The clock stops
-      when the node's outbox is empty: every event committed at the edge and acked.
+hub   a cloud process runs the real CloudHub (cloud.main.register_modules, --kubeconfig of a
+      real control plane — kine, kube-apiserver, controller-manager, scheduler — that this
+      process starts first and stops before `bare`) plus a producer that enqueues N distinct
+      configmap ObjectEvents through `CloudHub.send_to_nodes` (the durable outbox); an edge
+      process runs the real edgecore modules (edge.main.register_modules: metamanager commits
+      each event to SQLite, then edgehub sends its ack). The clock stops when the node's
+      outbox is empty: every event committed at the edge and acked.
 bare  a minimal grpc.aio server that answers each HubService stream message with an echo (the
       echo is the ack), and a client sending ONE envelope of the same size per stream message
       while keeping the same window of un-answered messages: per-message gRPC, no SQLite.
 
-It prints both rates, the CPU each process used while the clock ran, and last a line
-`ratio: <hub/bare>`. What it does not: assert anything (tests assert behaviour, not speed).
-Figures go to docs/benchmarks.md by hand; `--json FILE` also writes them to a file.
+It prints both rates, the CPU each process used while the clock ran (the control plane's is
+not counted), and last a line `ratio: <hub/bare>`. What it does not: assert anything (tests
+assert behaviour, not speed). Figures go to docs/benchmarks.md by hand; `--json FILE` also
+writes them to a file.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ from edge.main import open_database
 from edge.main import register_modules as register_edge
 from edge.meta.module import MetaManager
 from edge.settings import EdgeSettings
+from keadm import pki
+from keadm.controlplane import ControlPlane, ControlPlaneSettings
+from keadm.processes import ProcessGroup
 from tests.support.modules import object_event
 
 NODE = "bench-node"
@@ -109,7 +115,7 @@ async def cloud_child(args: argparse.Namespace) -> None:
     cfg = CloudSettings(
         data_dir=Path(args.data_dir),
         hub_listen="127.0.0.1:0",
-        api_listen="127.0.0.1:0",
+        kubeconfig=args.kubeconfig,
         metrics_listen="127.0.0.1:0",
         max_inflight=args.window,
     )
@@ -330,9 +336,21 @@ class Figures:
 
 
 async def run_hub(args: argparse.Namespace, tmp: Path, fig: Figures) -> None:
+    group = ProcessGroup()
+    cp = ControlPlane(ControlPlaneSettings(tmp / "cp", "127.0.0.1:0"), group)
+    try:
+        await cp.start()
+        await hub_on(cp.kubeconfig_for(pki.CLOUDCORE), args, tmp, fig)
+    finally:
+        await group.stop()
+
+
+async def hub_on(kubeconfig: Path, args: argparse.Namespace, tmp: Path, fig: Figures) -> None:
     common = ["--count", str(args.count), "--payload", str(args.payload)]
     cloud = await Child("cloud", tmp).start(
         *common,
+        "--kubeconfig",
+        str(kubeconfig),
         "--window",
         str(args.window),
         "--enqueue-batch",
@@ -427,7 +445,7 @@ def report(fig: Figures) -> None:
 
 
 def dump_logs(tmp: Path) -> None:
-    for log in sorted(tmp.glob("*.log")):
+    for log in sorted([*tmp.glob("*.log"), *tmp.glob("cp/logs/*.log")]):
         print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
 
 
@@ -481,6 +499,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--cloud", help=argparse.SUPPRESS)
     parser.add_argument("--port", help=argparse.SUPPRESS)
+    parser.add_argument("--kubeconfig", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

@@ -198,17 +198,24 @@ class RunningWatch:
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
         self.running: dict[str, float] = {}
+        self._stopped = False
         self._watch = watch.Watch()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        for event in self._watch.stream(self.core.list_namespaced_pod, NS, label_selector="bench"):
-            pod = event["object"]
-            if pod.status.phase == "Running" and pod.metadata.name not in self.running:
-                self.running[pod.metadata.name] = time.monotonic()
+        stream = self._watch.stream(self.core.list_namespaced_pod, NS, label_selector="bench")
+        try:
+            for event in stream:
+                pod = event["object"]
+                if pod.status.phase == "Running" and pod.metadata.name not in self.running:
+                    self.running[pod.metadata.name] = time.monotonic()
+        except Exception as exc:  # the API server stopping at the end of the run ends it too
+            if not self._stopped:
+                print(f"pod watch failed: {exc!r}", file=sys.stderr, flush=True)
 
     def stop(self) -> None:
+        self._stopped = True
         self._watch.stop()
 
 

@@ -1,10 +1,11 @@
 """Device twin latency, both ways, and the embedded MQTT broker's rate against mosquitto's.
 
-One run (about a minute) starts real processes, spawned with subprocess, on 127.0.0.1 ports the
-kernel picks: cloudcore (embedded API server, cloudhub, devicecontroller, ...), edgecore for
-node edge-1 (edgehub, metamanager, twin, eventbus with its embedded amqtt broker; no edged)
-and a mosquitto. This process plays the user (the official kubernetes client) and the mapper
-(edgecore's own small MQTT client) and measures:
+One run (about a minute) starts real processes on 127.0.0.1 ports the kernel picks: the real
+control plane (kine, kube-apiserver, controller-manager, scheduler: keadm.controlplane), cloudcore
+on it (--kubeconfig; cloudhub, devicecontroller, ...), edgecore for node edge-1 (edgehub,
+metamanager, twin, eventbus with its embedded amqtt broker; no edged) and a mosquitto. This
+process plays the user (the official kubernetes client) and the mapper (edgecore's own small
+MQTT client) and measures:
 
 reported  a mapper's MQTT publish of an actual value on `$hw/.../twin/update` -> the value in
           the Device's status.twins[].reported, seen by a watch on Devices (one at a time);
@@ -40,6 +41,9 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from edge.eventbus.mqtt import MQTTClient, Received
+from keadm import pki
+from keadm.controlplane import ControlPlane, ControlPlaneSettings
+from keadm.processes import ProcessGroup
 from tests.support.mqtt import start_mosquitto
 from tests.support.procs import Proc, python
 
@@ -84,27 +88,31 @@ async def port_from(proc: Proc, needle: str, pattern: str) -> int:
 
 @contextlib.asynccontextmanager
 async def cluster(tmp: Path, args: argparse.Namespace) -> AsyncIterator[tuple[Path, int]]:
-    """cloudcore and edgecore running; yields (kubeconfig, edge MQTT port)."""
-    cloud = await Proc(
-        python(
-            "cloud.main",
-            "--data-dir",
-            str(tmp / "cloud"),
-            "--hub-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--device-status-batch",
-            str(args.status_batch),
-        ),
-        "cloudcore",
-    ).start()
+    """The control plane, cloudcore and edgecore running; yields (admin kubeconfig, edge MQTT
+    port)."""
+    group = ProcessGroup()
+    cp = ControlPlane(ControlPlaneSettings(tmp / "cp", "127.0.0.1:0"), group)
+    cloud: Proc | None = None
     edge: Proc | None = None
     try:
+        await cp.start()
+        cloud = await Proc(
+            python(
+                "cloud.main",
+                "--data-dir",
+                str(tmp / "cloud"),
+                "--kubeconfig",
+                str(cp.kubeconfig_for(pki.CLOUDCORE)),
+                "--hub-listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--device-status-batch",
+                str(args.status_batch),
+            ),
+            "cloudcore",
+        ).start()
         hub = await port_from(cloud, "cloudhub serving HubService", r":(\d+)$")
-        await cloud.wait_line("apiserver serving on", 60)
         edge = await Proc(
             python(
                 "edge.main",
@@ -123,11 +131,13 @@ async def cluster(tmp: Path, args: argparse.Namespace) -> AsyncIterator[tuple[Pa
         mqtt_port = await port_from(edge, "embedded broker listening on", r":(\d+)$")
         await edge.wait_line("eventbus: connected", 30)
         await edge.wait_line("edgehub: connected", 30)
-        yield tmp / "cloud" / "kubeconfig", mqtt_port
+        yield cp.kubeconfig, mqtt_port
     finally:
         if edge is not None:
             await edge.terminate()
-        await cloud.terminate()
+        if cloud is not None:
+            await cloud.terminate()
+        await group.stop()
 
 
 # -- the user and the mapper -----------------------------------------------------------------
@@ -166,15 +176,15 @@ class StatusWatch:
         self.custom, self.loop = custom, loop
         self.seen: dict[str, float] = {}
         self.changed = asyncio.Event()
+        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
         threading.Thread(target=self._run, name="status-watch", daemon=True).start()
 
     def _run(self) -> None:
-        with contextlib.suppress(Exception):  # cloudcore stopping at the end of the run
+        with contextlib.suppress(Exception):  # the control plane stopping at the end of the run
             self._follow()
 
     def _follow(self) -> None:
-        w = watch.Watch()  # type: ignore[no-untyped-call]
-        stream = w.stream(  # type: ignore[no-untyped-call]
+        stream = self._watch.stream(  # type: ignore[no-untyped-call]
             self.custom.list_namespaced_custom_object, GROUP, VERSION, NS, "devices"
         )
         for event in stream:
@@ -190,6 +200,10 @@ class StatusWatch:
                 self.changed.clear()
                 await self.changed.wait()
         return self.seen[value]
+
+    def stop(self) -> None:
+        """End the watch request: kube-apiserver waits for open watches when it stops."""
+        self._watch.stop()  # type: ignore[no-untyped-call]
 
 
 class Mapper:
@@ -242,6 +256,7 @@ async def measure_latencies(
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     mapper = Mapper(mqtt_port)
     await mapper.start()
+    status: StatusWatch | None = None
     try:
         await in_thread(core.create_namespace, {"metadata": {"name": NS}})
         await in_thread(
@@ -279,6 +294,8 @@ async def measure_latencies(
         fig.desired_ms = percentiles(desired)
         print(f"desired (API -> MQTT delta): {fig.desired_ms}", flush=True)
     finally:
+        if status is not None:
+            status.stop()
         await mapper.stop()
         api.close()  # type: ignore[no-untyped-call]
 
