@@ -151,6 +151,22 @@ async def test_deployment_runs_serves_heals_scales_and_rolls_back(
     assert status["readyReplicas"] == status["availableReplicas"] == 3
 
 
+async def test_kubectl_create_deployment_with_a_local_image(
+    cloud: tuple[Cluster, str], nodes: list[Node]
+) -> None:
+    """`kubectl create deployment --image=<local image> --replicas=2` (a protobuf body; pull
+    policy Always for :latest, so edged's failed pull falls back to the imported image) rolls
+    out on the edge node."""
+    cluster, _ = cloud
+    await cluster.kubectl(
+        "create", "deployment", "gen", f"--image={IMAGE}", "--replicas=2",
+        "--", "httpd", "-f", "-p", "8080", "-h", "/etc",
+    )  # fmt: skip
+    await cluster.kubectl("rollout", "status", "deployment/gen", "--timeout=120s")
+    running = await ready_pods(cluster, "app=gen", 2)
+    assert {p["spec"]["containers"][0]["imagePullPolicy"] for p in running} == {"Always"}
+
+
 @pytest.mark.parametrize("nodes", [2], indirect=True)
 async def test_daemonset_puts_one_pod_on_each_edge_node(
     cloud: tuple[Cluster, str], nodes: list[Node]
