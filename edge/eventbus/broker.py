@@ -97,12 +97,20 @@ class KubeEdgeBroker(Broker):  # type: ignore[misc]  # amqtt ships no type infor
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
-        """Remember each client's socket, so shutdown can close the ones amqtt leaves open."""
+        """Remember each client's socket, so shutdown can close the ones amqtt leaves open;
+        close it when amqtt is done with it."""
         self._open_writers().add(writer)
         try:
             await super().stream_connected(reader, writer, listener_name)
         finally:
             self._open_writers().discard(writer)
+            # amqtt 0.12.1 can return with the socket still open: when the client left before
+            # CONNECT (no close at all), and when its own close fails at write_eof() because
+            # the client is already gone (ENOTCONN, logged at debug; it marked the writer
+            # closed first, so nothing retries). Nobody reads that socket again: close it here
+            # rather than leak it.
+            if not writer.transport.is_closing():
+                writer.transport.abort()
 
     def _open_writers(self) -> set[asyncio.StreamWriter]:
         writers: set[asyncio.StreamWriter] | None = getattr(self, "_kubeedge_writers", None)
@@ -412,14 +420,33 @@ class EmbeddedBroker:
             broker = KubeEdgeBroker(config)
         except (PluginError, PluginLoadError, ValueError, OSError) as exc:
             raise ConfigError(f"MQTT broker configuration: {exc!r}") from exc
+        starting = asyncio.ensure_future(broker.start())
         try:
-            await broker.start()
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            await self._finish_cancelled_start(broker, starting)
+            raise
         except AmqttBrokerError as exc:
             await self._discard(broker)
             raise BrokerError(f"MQTT broker cannot listen on {self._where()}: {exc}") from exc
         self._broker = broker
         self.port = broker.bound_port()
         log.info("mqtt: embedded broker listening on %s:%d", self.opts.host, self.port)
+
+    async def _finish_cancelled_start(
+        self, broker: KubeEdgeBroker, starting: asyncio.Future[None]
+    ) -> None:
+        """Let a start we were cancelled in finish, then take the broker down again.
+
+        amqtt's start() is not cancellation-safe: cancelled once its listener is bound (in
+        asyncio.start_server or in its POST_START event), it leaves a listening socket that
+        no one will close (edgecore stopped right after it started leaked one)."""
+        await asyncio.wait({starting})
+        if starting.exception() is not None:
+            await self._discard(broker)
+            return
+        await broker.shutdown()
+        broker.close_client_sockets()
 
     async def _discard(self, broker: KubeEdgeBroker) -> None:
         """Release what a broker that failed to start holds (plugins, the broadcast loop)."""

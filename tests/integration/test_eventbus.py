@@ -1,13 +1,15 @@
 """edgecore's eventbus against real MQTT clients: the embedded amqtt broker's `$hw/` rule,
-authentication, TLS, persistent sessions across restarts, and edgecore's client coming back
-after its (external) broker restarts."""
+authentication, TLS, persistent sessions across restarts, edgecore's client coming back
+after its (external) broker restarts, and no socket left open by the broker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime
+import errno
 import ipaddress
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,10 @@ from cryptography.x509.oid import NameOID
 
 from common.names import Module
 from edge.eventbus.module import EventBus
+from edge.eventbus.mqtt import CONNACK, DISCONNECT, connect_packet, packet
 from tests.support.mqtt import Subscriber, publish, start_mosquitto
 from tests.support.stack import EdgeStack, start_edge
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, free_port
 
 NODE = "edge-1"
 NO_CLOUD = "127.0.0.1:1"  # nothing listens there: these tests need no cloud
@@ -213,3 +216,67 @@ async def test_edgecore_subscribes_again_after_its_broker_restarts(tmp_path: Pat
             await stack.stop()
     finally:
         await mosquitto.stop()
+
+
+# -- sockets: the broker leaves none open behind it ------------------------------------------
+
+
+async def wait_broker_closes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read until the broker closes its side of the connection (EOF or reset); fail if it
+    keeps it open."""
+    try:
+        async with asyncio.timeout(5):
+            while await reader.read(1024):
+                pass
+    except ConnectionError:
+        pass
+    except TimeoutError:
+        pytest.fail("the broker kept the connection open after it was done with it")
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def write_eof_to_a_gone_client(self: asyncio.StreamWriter) -> None:
+    """What write_eof() raises when the client has already reset the connection."""
+    raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+
+
+@pytest.mark.parametrize(
+    "handshake",
+    [
+        pytest.param(False, id="client-leaves-before-connect"),
+        pytest.param(True, id="write-eof-fails-after-disconnect"),
+    ],
+)
+async def test_broker_closes_connections_it_is_done_with(
+    embedded: tuple[EdgeStack, EventBus], monkeypatch: pytest.MonkeyPatch, handshake: bool
+) -> None:
+    """A client that leaves before CONNECT, or whose connection amqtt fails to close (its
+    write_eof() raising ENOTCONN), still gets its connection closed by the broker: no socket
+    is left open (it used to surface as a ResourceWarning in some later test)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(embedded[1]))
+    if handshake:
+        monkeypatch.setattr(asyncio.StreamWriter, "write_eof", write_eof_to_a_gone_client)
+        writer.write(connect_packet("leaver", 30))
+        assert (await reader.readexactly(4))[0] >> 4 == CONNACK
+        writer.write(packet(DISCONNECT, 0, b""))
+    writer.transport.write_eof()  # half-close, so this side still sees what the broker does
+    await wait_broker_closes(reader, writer)
+
+
+@pytest.mark.parametrize("turns", range(0, 40, 3))
+async def test_stopping_while_the_broker_starts_leaves_no_listener(
+    tmp_path: Path, turns: int
+) -> None:
+    """edgecore stopped at any point of its broker's start (after `turns` event-loop turns;
+    the start takes ~10-50) leaves nothing listening on the MQTT port."""
+    port = free_port()
+    stack = await start_edge(tmp_path / "edge", NODE, NO_CLOUD, mqtt_listen=f"127.0.0.1:{port}")
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    await stack.stop()
+    with pytest.raises(ConnectionRefusedError):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
