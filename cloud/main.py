@@ -53,6 +53,7 @@ def register_modules(supervisor: Supervisor, cfg: CloudSettings) -> CloudHub:
         log_streamer_sink=stream.install,
     )
     stream.pods = edge.downstream.pod
+    stream.edge_addresses = edge.edge_node_addresses
     sync.reconcilers.append(edge)
     metrics.gauge(
         "kubeedge_synccontroller_objectsyncs",

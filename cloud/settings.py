@@ -32,6 +32,12 @@ class CloudSettings:
         "unix socket where cloudcore answers kube-apiserver's kubelet requests (kubectl logs) "
         "for edge nodes; the control plane's egress selector points there (keadm up does this)",
     )
+    stream_connect_timeout: float = setting(
+        10.0, "seconds cloudstream waits for a tunnel's CONNECT request, or to dial its target"
+    )
+    stream_max_tunnels: int = setting(
+        256, "most tunnels (kubelet requests, proxied connections) cloudstream keeps open at once"
+    )
     stop_grace: float = setting(5.0, "seconds open streams get to finish on shutdown")
     metrics_listen: str = setting(
         "127.0.0.1:9091", "HOST:PORT where cloudcore serves Prometheus metrics (GET /metrics)"

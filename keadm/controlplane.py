@@ -22,6 +22,7 @@ return. `offline_eviction=True` restores Kubernetes' behaviour.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import ssl
@@ -98,10 +99,11 @@ class ControlPlane:
         if missing:
             raise ControlPlaneError(
                 f"{', '.join(missing)} not found in {self.cfg.bin_dir}; run `make setup` "
-                "(it builds them from third_party/, about 12 minutes the first time)"
+                "(it builds them from third_party/, about 10 minutes the first time)"
             )
         self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.data / "db").mkdir(exist_ok=True, mode=0o700)
+        await self._check_nothing_running()
         await asyncio.to_thread(self._prepare_pki)
         await self.group.add(self._kine())
         await self.group.add(self._apiserver())
@@ -111,6 +113,20 @@ class ControlPlane:
         # Pods are refused until the service-account controller has made `default` in their
         # namespace: be ready for them before saying the control plane is.
         await self._wait_for("/api/v1/namespaces/default/serviceaccounts/default", 60)
+
+    async def _check_nothing_running(self) -> None:
+        """Two kines on one SQLite file, or an API server answering for another, would corrupt
+        or confuse: refuse to start over what a killed supervisor may have left."""
+        with contextlib.suppress(OSError):
+            if await self._kine_ready():
+                raise ControlPlaneError(f"a kine already serves {self.kine_socket}; stop it first")
+        try:
+            _, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            return
+        writer.close()
+        await writer.wait_closed()
+        raise ControlPlaneError(f"{self.host}:{self.port} is in use; choose another --api-listen")
 
     def _prepare_pki(self) -> None:
         pki_mod.ensure_pki(self.pki.dir, [self.host])
@@ -290,6 +306,8 @@ class ControlPlane:
             status, current = await self.request("GET", f"{base}/{name}")
             if status == 404:
                 status, answer = await self.request("POST", base, crd)
+            elif status != 200:
+                raise ControlPlaneError(f"reading CRD {name}: HTTP {status}: {current}")
             else:
                 crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                 status, answer = await self.request("PUT", f"{base}/{name}", crd)
@@ -309,13 +327,20 @@ class ControlPlane:
             raise ControlPlaneError(f"{path} did not appear within {timeout:.0f}s") from None
 
     async def _wait_established(self, path: str) -> None:
-        async with asyncio.timeout(30):
-            while True:
-                _, crd = await self.request("GET", path)
-                conditions = (crd.get("status") or {}).get("conditions") or []
-                if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-                    return
-                await asyncio.sleep(0.1)
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    _, crd = await self.request("GET", path)
+                    status = crd.get("status") if isinstance(crd, dict) else None
+                    conditions = (status or {}).get("conditions") or []
+                    if any(
+                        c.get("type") == "Established" and c.get("status") == "True"
+                        for c in conditions
+                    ):
+                        return
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise ControlPlaneError(f"{path} not Established within 30s") from None
 
 
 def kubeedge_crds() -> list[dict[str, Any]]:

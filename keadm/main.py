@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -70,6 +71,9 @@ def _up_flags(p: argparse.ArgumentParser) -> None:
         "--api-listen", default="127.0.0.1:6443", help="HOST:PORT kube-apiserver serves on"
     )
     p.add_argument("--hub-listen", default="127.0.0.1:10000", help="cloudcore's hub address")
+    p.add_argument(
+        "--metrics-listen", default="127.0.0.1:9091", help="cloudcore's Prometheus metrics address"
+    )
     p.add_argument(
         "--kubeconfig",
         type=Path,
@@ -132,10 +136,15 @@ def _save_state(data: Path, **values: Any) -> None:
 
 def up(args: argparse.Namespace) -> None:
     data: Path = args.data_dir.resolve()
-    supervisor = _state(data).get("supervisor")
-    if supervisor and _alive(supervisor):
-        raise KeadmError(f"already up in {data} (run `keadm reset --data-dir {data}` first)")
+    _check_listen(args.api_listen, "--api-listen")
+    running = _ours_alive(data)
+    if running:
+        raise KeadmError(
+            f"already up in {data} ({', '.join(running)} running; "
+            f"`keadm reset --data-dir {data}` stops them)"
+        )
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data.chmod(0o700)
     if args.foreground:
         asyncio.run(serve(args))
         return
@@ -156,8 +165,26 @@ def up(args: argparse.Namespace) -> None:
     print(_next_steps(data, args), flush=True)
 
 
+def _check_listen(value: str, flag: str) -> None:
+    host, _, port = value.rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+        int(port)
+    except ValueError:
+        raise KeadmError(f"{flag} {value!r}: want IP:PORT, e.g. 127.0.0.1:6443") from None
+
+
+def _ours_alive(data: Path) -> list[str]:
+    """What keadm.json records for DATA_DIR that is still running (and really ours)."""
+    state = _state(data)
+    recorded = {"supervisor": state.get("supervisor"), **(state.get("pids") or {})}
+    return [name for name, pid in recorded.items() if pid and _is_ours(pid, data)]
+
+
 def _forwarded(args: argparse.Namespace) -> list[str]:
     out = [
+        "--metrics-listen",
+        args.metrics_listen,
         "--data-dir",
         str(args.data_dir.resolve()),
         "--node-name",
@@ -206,20 +233,39 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     _save_state(data, supervisor=os.getpid(), node=args.node_name)
     try:
-        kubeconfig = await _start_all(group, data, args)
-        await _wait_node_ready(kubeconfig, args.node_name, args.timeout, group)
-        log.info("%s is Ready", args.node_name)
-        if getattr(args, "foreground", False):  # `keadm up` prints them itself otherwise
-            print(_next_steps(data, args), flush=True)
-        waiter = asyncio.ensure_future(group.wait())
-        await asyncio.wait(
-            [waiter, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
-        )
-        waiter.cancel()
+        startup = asyncio.ensure_future(_start_and_wait(group, data, args))
+        if not await _until_stop(startup, stop):
+            return
+        watching = asyncio.ensure_future(group.wait())
+        if await _until_stop(watching, stop):
+            watching.result()  # the watch loops never end on their own: this raises why
     finally:
         log.info("stopping everything (pods keep running on the node)")
         await group.stop()
         _save_state(data, supervisor=None, pids={})
+
+
+async def _until_stop(work: asyncio.Future[Any], stop: asyncio.Event) -> bool:
+    """Wait for `work` or a stop signal; True if `work` finished first (its errors raise)."""
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([work, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if work.done():
+        work.result()
+        return True
+    log.info("stop requested")
+    work.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await work
+    return False
+
+
+async def _start_and_wait(group: ProcessGroup, data: Path, args: argparse.Namespace) -> None:
+    kubeconfig = await _start_all(group, data, args)
+    await _wait_node_ready(kubeconfig, args.node_name, args.timeout, group)
+    log.info("%s is Ready", args.node_name)
+    if getattr(args, "foreground", False):  # `keadm up` prints them itself otherwise
+        print(_next_steps(data, args), flush=True)
 
 
 async def _start_all(group: ProcessGroup, data: Path, args: argparse.Namespace) -> Path:
@@ -259,6 +305,8 @@ async def _start_all(group: ProcessGroup, data: Path, args: argparse.Namespace) 
                 str(kubeconfig),
                 "--hub-listen",
                 args.hub_listen,
+                "--metrics-listen",
+                args.metrics_listen,
                 *tunnel,
             ],
             data / "logs" / "cloudcore.log",
@@ -361,7 +409,7 @@ def reset(data_dir: Path) -> None:
         raise KeadmError(f"{data} was not set up by keadm up (no {STATE_FILE})")
     state = _state(data)
     supervisor = state.get("supervisor")
-    if supervisor and _alive(supervisor):
+    if supervisor and _is_ours(supervisor, data):
         _say(f"stopping the supervisor (pid {supervisor}) and everything it runs")
         _stop(supervisor, 90)
     # Whatever a killed supervisor left behind (pids it recorded, newest first).
@@ -371,16 +419,23 @@ def reset(data_dir: Path) -> None:
             _stop(pid, 15)
     node_dir = data / state.get("node", "edge-1")
     _remove_pods_and_runtime(node_dir)
-    shutil.rmtree(data, ignore_errors=True)
+    shutil.rmtree(data)
     _say(f"removed {data}")
 
 
 def _is_ours(pid: int, data: Path) -> bool:
-    """A recorded pid may have been reused: only stop a process whose command names DIR."""
+    """A recorded pid may have been reused: only a live process whose command line holds
+    DATA_DIR (or a path inside it) as a whole argument or flag value is ours."""
     try:
-        return str(data) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
+    root = str(data)
+    for arg in raw.split("\0"):
+        value = arg.split("=", 1)[-1]
+        if value == root or value.startswith(root + "/"):
+            return True
+    return False
 
 
 def _remove_pods_and_runtime(node_dir: Path) -> None:
@@ -388,9 +443,14 @@ def _remove_pods_and_runtime(node_dir: Path) -> None:
     if not (node_dir / "containerd").exists():
         return
     _say("removing the node's pods and its containerd")
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "edge.edged.reset", "--data-dir", str(node_dir)], check=False
     )
+    if done.returncode != 0:
+        raise KeadmError(
+            f"removing the node's pods failed (exit {done.returncode}); {node_dir} is kept "
+            "so `keadm reset` can try again"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ host clients use. Keys are written 0600 through a temporary file and a rename, s
 never leaves half a key behind.
 
 This is not a general certificate authority: no CSR signing, no revocation, no CA rotation.
+Certificates (365 days) are checked and renewed at each start, 30 days before they expire;
+a control plane left running for eleven months must be restarted to renew them.
 Identities follow Kubernetes' conventions — `system:masters` for the admin,
 `system:kube-controller-manager` and `system:kube-scheduler` for those two — so the API
 server's built-in RBAC bootstrap policy grants each what it needs.
@@ -120,8 +122,9 @@ def ensure_pki(pki_dir: Path, hosts: Iterable[str]) -> Pki:
     if not _fits(pki.serving_cert, pki.serving_key, ca_cert, names):
         _issue(pki.serving_cert, pki.serving_key, ca_cert, ca_key, _serving(names))
     for who in CLIENTS:
-        if not _fits(pki.cert(who), pki.key(who), ca_cert, []):
-            _issue(pki.cert(who), pki.key(who), ca_cert, ca_key, _client(who))
+        template = _client(who)
+        if not _fits(pki.cert(who), pki.key(who), ca_cert, [], template[0]):
+            _issue(pki.cert(who), pki.key(who), ca_cert, ca_key, template)
     if not pki.sa_key.exists() or not pki.sa_pub.exists():
         key = ec.generate_private_key(ec.SECP256R1())
         pub = key.public_key().public_bytes(
@@ -255,12 +258,20 @@ def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
     )
 
 
-def _fits(cert_path: Path, key_path: Path, ca_cert: x509.Certificate, names: list[SanName]) -> bool:
-    """Whether the cert on disk matches its key, is signed by this CA, is current, and names
-    every wanted host."""
+def _fits(
+    cert_path: Path,
+    key_path: Path,
+    ca_cert: x509.Certificate,
+    names: list[SanName],
+    subject: x509.Name | None = None,
+) -> bool:
+    """Whether the cert on disk matches its key, is signed by this CA, is current, names
+    every wanted host, and (for a client) still says who it should."""
     if not cert_path.exists() or not key_path.exists():
         return False
     cert = _load_cert(cert_path)
+    if subject is not None and cert.subject != subject:
+        return False
     if cert.public_key() != _load_key(key_path).public_key():
         return False  # a crash between writing a new key and its certificate
     try:

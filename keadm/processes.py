@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 Ready = Callable[[], Awaitable[bool]]
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class ProcessError(Exception):
@@ -78,7 +80,11 @@ class Child:
                 stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, **self.spec.env},
                 start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
             )
+        if self._stopping:  # stop() ran while this process was being spawned
+            await self._terminate(self.proc)
+            raise ProcessError(f"{self.spec.name}: stopping")
         log.info("%s started (pid %d), log %s", self.spec.name, self.proc.pid, self.spec.log_path)
         if self.on_start is not None:
             self.on_start()
@@ -124,12 +130,19 @@ class Child:
             try:
                 await self.start()
             except ProcessError as exc:
+                if self._stopping:
+                    return
                 log.error("%s", exc)  # the next turn of the loop waits and tries again
+                if self.proc is not None:
+                    await self._terminate(self.proc)  # started but never ready: not kept
 
     async def stop(self) -> None:
         self._stopping = True
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
+        if self.proc is not None:
+            await self._terminate(self.proc)
+
+    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
@@ -143,6 +156,19 @@ class Child:
                 proc.kill()
             await proc.wait()
         log.info("%s stopped", self.spec.name)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """Runs in the child before exec: the kernel sends it SIGTERM when the supervisor dies
+    (even by SIGKILL), so no component outlives it and a later `keadm up` finds none."""
+
+    def arm() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the supervisor died before prctl took effect
+            os._exit(1)
+
+    return arm
 
 
 class ProcessGroup:
@@ -204,9 +230,10 @@ class ProcessGroup:
             await self._watchers
 
     async def stop(self) -> None:
-        for child in self.children:
+        starting = [self._starting] if self._starting is not None else []
+        for child in [*self.children, *starting]:
             child._stopping = True
-        for child in reversed(self.children):
+        for child in [*starting, *reversed(self.children)]:
             await child.stop()
         if self._watchers is not None:
             self._watchers.cancel()

@@ -8,8 +8,8 @@ What it does:
   that cloudhub hands to group "resource" (upstream.py);
 - node liveness: a silent, disconnected edge node becomes Ready=Unknown (liveness.py);
 - pods/log: answers a log request handed to it (an aiohttp handler, through
-  `log_streamer_sink`) by asking the node (logs.py). The real kube-apiserver asks the node's
-  kubelet endpoint itself, so cloudcore's main plugs no sink in.
+  `log_streamer_sink`) by asking the node (logs.py). cloudstream plugs itself in there: it
+  receives kube-apiserver's kubelet requests for edge nodes.
 
 What it does not: keep ObjectSync records (synccontroller's Ledger does; this module tells it
 what it sends and asks it what nodes hold), or deliver reliably (cloudhub's queue does).
@@ -80,6 +80,16 @@ class EdgeController:
         self._log_streamer_sink = log_streamer_sink
         self._events: EventQueue = asyncio.Queue()
         self._watching = False
+
+    def edge_node_addresses(self) -> set[str]:
+        """Every address (IP or hostname) edge nodes report: where the API server would dial
+        their kubelets."""
+        out: set[str] = set()
+        for node in self.downstream.edge_node_objects().values():
+            for address in (node.get("status") or {}).get("addresses") or []:
+                if address.get("address"):
+                    out.add(str(address["address"]))
+        return out
 
     @property
     def synced(self) -> asyncio.Event:

@@ -10,9 +10,16 @@ own (the API server verifies kubelet certificates only when given
 goes to edgecontroller's log streamer, which relays the node's frames. KubeEdge's cloudstream
 does the same job through iptables rules and a tunnel port; a unix socket needs neither.
 
-Served: /containerLogs only. Anything else (exec, attach, port-forward) gets 404 with a
-Kubernetes Status saying so. The socket is created 0600: only root (the API server) connects.
-Without --kubelet-tunnel-socket the module idles.
+The egress selector's "cluster" traffic is more than kubelet calls: webhooks, aggregated API
+servers, pods/services proxy. cloudstream is a plain CONNECT proxy for all of that — it dials
+the target and copies bytes both ways, as if there were no egress selector — and intercepts
+only targets that are an edge node's address (the kubelet the API server believes is there).
+
+Served for edge nodes: /containerLogs only. Anything else (exec, attach, port-forward, stats)
+gets 404 with a Kubernetes Status saying so. The socket is created 0600: only its owner (the
+user cloudcore runs as — root, like the API server) can connect. At most
+--stream-max-tunnels tunnels are open at once; more are answered 503. Without
+--kubelet-tunnel-socket the module idles.
 """
 
 from __future__ import annotations
@@ -45,7 +52,6 @@ log = logging.getLogger(__name__)
 LogStreamer = Callable[[web.Request, Obj], Awaitable[web.StreamResponse]]
 PodLookup = Callable[[str, str], Obj | None]
 MAX_CONNECT_BYTES = 8192  # a CONNECT request head is a few hundred bytes
-CONNECT_TIMEOUT = 10.0
 
 
 class CloudStream:
@@ -55,9 +61,12 @@ class CloudStream:
     def __init__(self, bus: Bus, settings: CloudSettings) -> None:
         self.bus = bus
         self.path = settings.kubelet_tunnel_socket
+        self.timeout = settings.stream_connect_timeout
         self.pods: PodLookup = lambda namespace, name: None  # edgecontroller's cache, wired in main
+        self.edge_addresses: Callable[[], set[str]] = set  # likewise: where edge kubelets "are"
+        self._slots = asyncio.Semaphore(settings.stream_max_tunnels)
         self.log_streamer: LogStreamer | None = None
-        self.tunnels = 0  # CONNECTs accepted (metrics, tests)
+        self.max_tunnels = settings.stream_max_tunnels
         self._runner: web.AppRunner | None = None
         self._listener: socket.socket | None = None
         self._ssl = _self_signed_context()
@@ -76,6 +85,10 @@ class CloudStream:
         async with asyncio.TaskGroup() as tunnels:
             while True:
                 conn, _ = await loop.sock_accept(self._listener)
+                if self._slots.locked():
+                    log.warning("cloudstream: %d tunnels open; refusing one more", self.max_tunnels)
+                    await _answer(loop, conn, b"503 Service Unavailable")
+                    continue
                 tunnels.create_task(self._tunnel(conn), name="cloudstream-tunnel")
 
     async def _start(self) -> None:
@@ -96,26 +109,59 @@ class CloudStream:
         log.info("cloudstream: kubelet API of edge nodes on unix://%s", self.path)
 
     async def _tunnel(self, conn: socket.socket) -> None:
-        """One HTTP CONNECT from the API server: answer 200, then serve HTTPS on it."""
+        """One HTTP CONNECT from the API server: an edge node's kubelet is answered here (HTTPS
+        on the tunnel); any other target is dialled and piped."""
         loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                target = await _read_connect(loop, conn)
-            await loop.sock_sendall(conn, b"HTTP/1.1 200 Connection established\r\n\r\n")
-        except (TimeoutError, OSError, ValueError) as exc:
-            log.warning("cloudstream: refused a tunnel: %s", exc)
-            with contextlib.suppress(OSError):
-                await loop.sock_sendall(conn, b"HTTP/1.1 400 Bad Request\r\n\r\n")
-            conn.close()
-            return
-        self.tunnels += 1
-        log.debug("cloudstream: tunnel to %s", target)
+        async with self._slots:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    target = await _read_connect(loop, conn)
+            except (TimeoutError, OSError, ValueError) as exc:
+                log.warning("cloudstream: refused a tunnel: %s", exc)
+                await _answer(loop, conn, b"400 Bad Request")
+                return
+            host = target.rsplit(":", 1)[0].strip("[]")
+            if host in self.edge_addresses():
+                await self._serve_kubelet(loop, conn, target)
+            else:
+                await self._pipe(loop, conn, target)
+
+    async def _serve_kubelet(
+        self, loop: asyncio.AbstractEventLoop, conn: socket.socket, target: str
+    ) -> None:
+        await loop.sock_sendall(conn, b"HTTP/1.1 200 Connection established\r\n\r\n")
+        log.debug("cloudstream: kubelet tunnel to %s", target)
         assert self._runner is not None and self._runner.server is not None
         try:
-            await loop.connect_accepted_socket(self._runner.server, conn, ssl=self._ssl)
+            transport, _ = await loop.connect_accepted_socket(
+                self._runner.server, conn, ssl=self._ssl
+            )
         except (OSError, ssl.SSLError) as exc:
-            log.warning("cloudstream: TLS on a tunnel failed: %s", exc)
+            log.warning("cloudstream: TLS on a tunnel to %s failed: %s", target, exc)
             conn.close()
+            return
+        # Hold the slot while the connection lives (aiohttp's protocol has no close event).
+        while True:
+            if transport.is_closing():
+                return
+            await asyncio.sleep(1.0)
+
+    async def _pipe(
+        self, loop: asyncio.AbstractEventLoop, conn: socket.socket, target: str
+    ) -> None:
+        host, _, port = target.rpartition(":")
+        try:
+            async with asyncio.timeout(self.timeout):
+                far_reader, far_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        except (TimeoutError, OSError, ValueError) as exc:
+            log.info("cloudstream: cannot reach %s for the API server: %s", target, exc)
+            await _answer(loop, conn, b"502 Bad Gateway")
+            return
+        await loop.sock_sendall(conn, b"HTTP/1.1 200 Connection established\r\n\r\n")
+        near_reader, near_writer = await asyncio.open_connection(sock=conn)
+        async with asyncio.TaskGroup() as both:
+            both.create_task(_copy(near_reader, far_writer))
+            both.create_task(_copy(far_reader, near_writer))
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         ns, name = request.match_info["namespace"], request.match_info["pod"]
@@ -159,6 +205,25 @@ async def _read_connect(loop: asyncio.AbstractEventLoop, conn: socket.socket) ->
     if method != "CONNECT" or not target:
         raise ValueError(f"expected CONNECT, got {method!r}")
     return target
+
+
+async def _answer(loop: asyncio.AbstractEventLoop, conn: socket.socket, status: bytes) -> None:
+    """Answer a CONNECT with an error status and close the connection."""
+    with contextlib.suppress(OSError):
+        await loop.sock_sendall(conn, b"HTTP/1.1 " + status + b"\r\n\r\n")
+    conn.close()
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Bytes from one side to the other until EOF or an error on either; then close."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError as exc:
+        log.debug("cloudstream: a piped connection ended: %s", exc)
+    finally:
+        writer.close()
 
 
 def _self_signed_context() -> ssl.SSLContext:

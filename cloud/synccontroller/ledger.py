@@ -33,7 +33,7 @@ from typing import Any
 from cloud.kube import Kube, Obj
 from cloud.kubeerrors import APIRejected, APIUnavailable, Conflict, NotFound
 from common.envelope import Message, resource, rv_older, split_node
-from common.errors import BadMessage
+from common.errors import BadMessage, ConfigError
 from common.names import Operation
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ class RateLimit:
     """A token bucket: on average `rate` takes per second, up to `burst` at once."""
 
     def __init__(self, rate: float, burst: int) -> None:
+        if rate <= 0:
+            raise ConfigError(f"--objectsync-qps must be above 0, got {rate}")
         self.rate = rate
         self.burst = max(1, burst)
         self._tokens = float(self.burst)

@@ -9,7 +9,9 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ import pytest
 from tests.support.cluster import KUBECTL
 from tests.support.waiting import eventually, free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 COMPONENTS = {"kine", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "cloudcore"}
 
 
@@ -43,51 +45,84 @@ def alive(pid: int) -> bool:
     return True
 
 
+def exists(path: Path) -> bool:
+    return path.exists()
+
+
 def pids(data: Path) -> dict[str, int]:
     return dict(json.loads((data / "keadm.json").read_text())["pids"])
 
 
-async def test_up_supervises_the_control_plane_and_reset_removes_everything(
-    tmp_path: Path,
-) -> None:
-    """up: every component runs, the node is Ready for kubectl; a killed scheduler is
-    restarted; a second up is refused; reset stops every process and removes the dir."""
-    data = tmp_path / "ke"
+@pytest.fixture
+def data(tmp_path: Path) -> Iterator[Path]:
+    """keadm's data dir; whatever the test leaves up there is reset, even on a timeout."""
+    path = tmp_path / "ke"
+    yield path
+    if (path / "keadm.json").exists():
+        subprocess.run(
+            [sys.executable, "-m", "keadm.main", "reset", "--data-dir", str(path)],
+            capture_output=True, check=False, timeout=300,
+        )  # fmt: skip
+
+
+async def up(data: Path) -> str:
     suffix = random.randint(1000, 9999)
     code, out = await keadm(
         "up", "--data-dir", str(data),
         "--api-listen", f"127.0.0.1:{free_port()}", "--hub-listen", f"127.0.0.1:{free_port()}",
+        "--metrics-listen", f"127.0.0.1:{free_port()}",
         "--", "--mqtt-listen", "127.0.0.1:0", "--cni-bridge", f"kek{suffix}",
         "--pod-cidr", f"10.{200 + suffix % 50}.{suffix % 250}.0/24",
     )  # fmt: skip
-    try:
-        assert code == 0, out
-        assert "edge-1 is Ready" in out and "KUBECONFIG" in out
-        started = pids(data)
-        assert COMPONENTS | {"edge-1"} == set(started)
-        assert all(alive(pid) for pid in started.values())
-        for name in COMPONENTS:
-            assert (data / "logs" / f"{name}.log").stat().st_size > 0
-        nodes = await kubectl(data, "get", "nodes", "-o", "json")
-        (node,) = json.loads(nodes)["items"]
-        assert node["metadata"]["name"] == "edge-1"
-        assert node["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.37")
-
-        os.kill(started["kube-scheduler"], signal.SIGKILL)
-
-        def restarted() -> bool:
-            now = pids(data).get("kube-scheduler")
-            return bool(now and now != started["kube-scheduler"] and alive(now))
-
-        await eventually(restarted, 30, "kube-scheduler restarted by the supervisor")
-        code, out = await keadm("up", "--data-dir", str(data))
-        assert code == 1 and "already up" in out
-        running = pids(data)
-    finally:
-        code, out = await keadm("reset", "--data-dir", str(data), timeout=180)
     assert code == 0, out
-    assert not data.exists()
+    return out
+
+
+async def test_up_supervises_the_control_plane_and_reset_removes_everything(data: Path) -> None:
+    """up: every component runs, the node is Ready for kubectl; a killed scheduler is
+    restarted; a second up is refused; reset stops every process and removes the dir."""
+    out = await up(data)
+    assert "edge-1 is Ready" in out and "KUBECONFIG" in out
+    started = pids(data)
+    assert COMPONENTS | {"edge-1"} == set(started)
+    assert all(alive(pid) for pid in started.values())
+    for name in COMPONENTS:
+        assert (data / "logs" / f"{name}.log").stat().st_size > 0
+    nodes = await kubectl(data, "get", "nodes", "-o", "json")
+    (node,) = json.loads(nodes)["items"]
+    assert node["metadata"]["name"] == "edge-1"
+    assert node["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.37")
+
+    os.kill(started["kube-scheduler"], signal.SIGKILL)
+
+    def restarted() -> bool:
+        now = pids(data).get("kube-scheduler")
+        return bool(now and now != started["kube-scheduler"] and alive(now))
+
+    await eventually(restarted, 30, "kube-scheduler restarted by the supervisor")
+    code, out = await keadm("up", "--data-dir", str(data))
+    assert code == 1 and "already up" in out
+    running = pids(data)
+    code, out = await keadm("reset", "--data-dir", str(data), timeout=180)
+    assert code == 0, out
+    assert not exists(data)
     assert not [name for name, pid in running.items() if alive(pid)]
+
+
+async def test_no_component_outlives_a_killed_supervisor(data: Path) -> None:
+    """SIGKILL of the supervisor takes every component down with it (nothing orphaned for
+    a later up to collide with), and reset still cleans up."""
+    await up(data)
+    state = json.loads((data / "keadm.json").read_text())
+    os.kill(state["supervisor"], signal.SIGKILL)
+
+    def all_gone() -> bool:
+        return not [pid for pid in state["pids"].values() if alive(pid)]
+
+    await eventually(all_gone, 60, "every component to exit after its supervisor")
+    code, out = await keadm("reset", "--data-dir", str(data), timeout=180)
+    assert code == 0, out
+    assert not exists(data)
 
 
 async def kubectl(data: Path, *args: str) -> str:

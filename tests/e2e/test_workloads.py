@@ -18,7 +18,7 @@ from tests.support.controlplane import TestControlPlane
 from tests.support.edgenode import FAST_CLOUD, Node, build_images, node_ready, start_node
 from tests.support.waiting import eventually, free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 IMAGE = "kubeedge-py/busybox:latest"
 
 

@@ -35,9 +35,16 @@ async def fake_streamer(request: web.Request, pod: Any) -> web.StreamResponse:
 @pytest.fixture
 async def stream(tmp_path: Path) -> AsyncIterator[CloudStream]:
     socket = tmp_path / "tunnel.sock"
-    cfg = CloudSettings(data_dir=tmp_path, kubelet_tunnel_socket=str(socket), kubeconfig="x")
+    cfg = CloudSettings(
+        data_dir=tmp_path,
+        kubelet_tunnel_socket=str(socket),
+        kubeconfig="x",
+        stream_max_tunnels=3,
+        stream_connect_timeout=2.0,
+    )
     module = CloudStream(Bus(), cfg)
     module.pods = lambda ns, name: PODS.get((ns, name))
+    module.edge_addresses = lambda: {"10.0.0.5", "edge-host"}
     module.install(fake_streamer)
     task = asyncio.create_task(module.run(), name="cloudstream")
     for _ in range(100):
@@ -119,3 +126,51 @@ async def test_bad_tunnel_requests_are_refused_and_serving_goes_on(stream: Cloud
 async def test_socket_is_private(stream: CloudStream) -> None:
     """Only root may connect: the socket is 0600."""
     assert stat.S_IMODE(os.stat(stream.path).st_mode) == 0o600
+
+
+async def test_other_targets_are_piped_through(stream: CloudStream) -> None:
+    """A CONNECT to what is not an edge node (a webhook, an aggregated API) is dialled and
+    bytes flow both ways, as if there were no egress selector."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readexactly(5))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer, status = await tunnel(
+            stream.path, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode()
+        )
+        assert status.startswith(b"HTTP/1.1 200")
+        writer.write(b"hello")
+        assert await asyncio.wait_for(reader.read(), 5) == b"hello"
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_unreachable_target_gets_502(stream: CloudStream) -> None:
+    """A target nothing listens on is answered 502, not left hanging."""
+    _, writer, status = await tunnel(stream.path, b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 502")
+    writer.close()
+
+
+async def test_tunnels_are_bounded(stream: CloudStream) -> None:
+    """Beyond --stream-max-tunnels open tunnels a new one is answered 503; when one closes,
+    the next is served again."""
+    held = []
+    for _ in range(3):  # open and silent: each holds a slot until the CONNECT timeout
+        held.append(await asyncio.open_unix_connection(stream.path))
+    await asyncio.sleep(0.1)
+    _, writer, status = await tunnel(stream.path, b"CONNECT 10.0.0.5:10250 HTTP/1.1\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 503")
+    writer.close()
+    for _, w in held:
+        w.close()
+    await asyncio.sleep(0.1)
+    code, _ = await get(stream, "/containerLogs/default/web/httpd")
+    assert code == 200

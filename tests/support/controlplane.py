@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,19 +30,21 @@ T = TypeVar("T")
 # The cluster's own (its controllers' service accounts, the API server's configmaps): never wiped.
 UNTOUCHED_NAMESPACES = {"kube-system", "kube-public"}
 # Namespaced collections a test may fill: (API path prefix, plural).
+# Controllers first: deleting a pod whose owner still exists only gets it recreated.
 NAMESPACED = [
+    ("/apis/apps/v1", "deployments"),
+    ("/apis/apps/v1", "statefulsets"),
+    ("/apis/apps/v1", "daemonsets"),
+    ("/apis/batch/v1", "cronjobs"),
+    ("/apis/batch/v1", "jobs"),
+    ("/apis/apps/v1", "replicasets"),
+    ("/apis/apps/v1", "controllerrevisions"),
     ("/api/v1", "pods"),
     ("/api/v1", "configmaps"),
     ("/api/v1", "secrets"),
     ("/api/v1", "events"),
     ("/api/v1", "services"),
     ("/api/v1", "serviceaccounts"),
-    ("/apis/apps/v1", "deployments"),
-    ("/apis/apps/v1", "replicasets"),
-    ("/apis/apps/v1", "daemonsets"),
-    ("/apis/apps/v1", "statefulsets"),
-    ("/apis/apps/v1", "controllerrevisions"),
-    ("/apis/batch/v1", "jobs"),
     ("/apis/coordination.k8s.io/v1", "leases"),
     ("/apis/devices.kubeedge.io/v1beta1", "devices"),
     ("/apis/devices.kubeedge.io/v1beta1", "devicemodels"),
@@ -75,7 +78,13 @@ class TestControlPlane:
         self.cp = ControlPlane(ControlPlaneSettings(data_dir, **settings), self.group)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        """Run `coro` on the control plane's loop; on timeout it is cancelled, not left going."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def start(self) -> TestControlPlane:
         try:
@@ -124,11 +133,13 @@ class TestControlPlane:
             for prefix, plural in NAMESPACED:
                 self._clear(f"{prefix}/namespaces/{ns}/{plural}", plural)
         self._drop_test_crds()
+        self._wait_no_pods()
 
     def _clear(self, path: str, plural: str) -> None:
         status, listing = self.request("GET", path)
-        if status != 200:
-            return
+        if status == 404:
+            return  # a kind this cluster does not serve
+        self._check(status, listing, f"GET {path}")
         keep = KEEP.get(plural, set())
         for item in listing.get("items", []):
             meta = item["metadata"]
@@ -136,8 +147,34 @@ class TestControlPlane:
                 continue
             target = f"{path}/{quote(meta['name'])}"
             if meta.get("finalizers"):
-                self.request("PATCH", target, {"metadata": {"finalizers": None}})
-            self.request("DELETE", f"{target}?gracePeriodSeconds=0")
+                patch = {"metadata": {"finalizers": None}}
+                self._check(*self.request("PATCH", target, patch), f"PATCH {target}")
+            gone = f"{target}?gracePeriodSeconds=0&propagationPolicy=Background"
+            self._check(*self.request("DELETE", gone), f"DELETE {target}")
+
+    @staticmethod
+    def _check(status: int, body: Any, what: str) -> None:
+        if status not in (200, 201, 202, 404):
+            raise AssertionError(f"wipe: {what}: HTTP {status}: {body}")
+
+    def _wait_no_pods(self, timeout: float = 30) -> None:
+        """Pods outside the system namespaces must all be gone (none recreated)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            _, listing = self.request("GET", "/api/v1/pods")
+            left = [
+                f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+                for p in listing.get("items", [])
+                if p["metadata"]["namespace"] not in UNTOUCHED_NAMESPACES
+            ]
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"wipe: pods still there after {timeout}s: {left}")
+            for name in left:
+                ns, pod = name.split("/")
+                self.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{pod}?gracePeriodSeconds=0")
+            time.sleep(0.2)
 
     def _drop_test_crds(self) -> None:
         ours = {crd["metadata"]["name"] for crd in kubeedge_crds()}

@@ -4,6 +4,7 @@ bridge and pod subnet (so several run side by side), sub-second timers, and the 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import subprocess
@@ -17,6 +18,8 @@ from tests.support.cluster import Cluster
 from tests.support.procs import Proc, python
 
 ROOT = Path(__file__).parents[2]
+# Each node of this test process gets its own bridge name and /24 (two random picks collided).
+_NEXT = itertools.count(random.randint(0, 10_000))
 # cloudcore flags that make node liveness and resends quick.
 FAST_CLOUD = [
     "--node-monitor-period",
@@ -94,7 +97,7 @@ async def start_node(
     name: str, data_dir: Path, hub: str, images: Path, *extra: str, mqtt: bool = False
 ) -> Node:
     """An edgecore named `name` connecting to `hub`, on a bridge and subnet of its own."""
-    suffix = random.randint(1000, 9999)
+    n = next(_NEXT)
     flags = [
         "--data-dir",
         str(data_dir),
@@ -105,9 +108,9 @@ async def start_node(
         "--images-dir",
         str(images),
         "--cni-bridge",
-        f"ket{suffix}",
+        f"ket{n % 100_000}",
         "--pod-cidr",
-        f"10.{200 + suffix % 50}.{suffix % 250}.0/24",
+        f"10.{200 + n // 250 % 50}.{n % 250}.0/24",
         *([] if mqtt else ["--mqtt-listen", "127.0.0.1:0"]),
         *FAST_EDGE,
         *extra,

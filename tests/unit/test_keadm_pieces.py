@@ -82,3 +82,15 @@ def test_the_build_is_pinned() -> None:
     replaces = [line.split() for line in gomod.splitlines() if "=>" in line]
     assert len(replaces) > 20
     assert all(r[0] == r[2] and r[3] == "v0.37.2" for r in replaces)
+
+
+def test_a_changed_identity_is_reissued(tmp_path: Path) -> None:
+    """A client certificate whose subject no longer matches its identity is issued again."""
+    made = pki.ensure_pki(tmp_path / "pki", [])
+    stale = made.cert(pki.SCHEDULER).read_bytes()
+    made.cert(pki.SCHEDULER).write_bytes(made.cert(pki.ADMIN).read_bytes())
+    made.key(pki.SCHEDULER).write_bytes(made.key(pki.ADMIN).read_bytes())
+    pki.ensure_pki(tmp_path / "pki", [])
+    cert = x509.load_pem_x509_certificate(made.cert(pki.SCHEDULER).read_bytes())
+    assert cert.subject.rfc4514_string() == "CN=system:kube-scheduler"
+    assert made.cert(pki.SCHEDULER).read_bytes() != stale

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from cloud.synccontroller.ledger import RateLimit
+from common.errors import ConfigError
 
 
 async def test_burst_then_rate() -> None:
@@ -18,3 +21,9 @@ async def test_burst_then_rate() -> None:
     for _ in range(15):
         await limit.take()
     assert loop.time() - start >= 15 / 50 * 0.95
+
+
+def test_rate_must_be_positive() -> None:
+    """A zero or negative --objectsync-qps is a configuration error, not a busy loop."""
+    with pytest.raises(ConfigError, match="objectsync-qps"):
+        RateLimit(0, 1)
