@@ -40,6 +40,19 @@ from keadm.processes import ProcessGroup, Spec
 ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(os.environ.get("KUBEEDGE_K8S_BIN", ROOT / ".k8s" / "bin"))
 CRD_DIR = ROOT / "deploy" / "crds"
+RBAC = ROOT / "deploy" / "cloudcore-rbac.yaml"
+# What `apply` knows how to address: kind -> (API prefix, plural, namespaced).
+KINDS = {
+    "CustomResourceDefinition": (
+        "/apis/apiextensions.k8s.io/v1",
+        "customresourcedefinitions",
+        False,
+    ),
+    "Namespace": ("/api/v1", "namespaces", False),
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
+    "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+}
 BINARIES = ("kine", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 SERVICE_CIDR = "10.43.0.0/16"
 MAX_UNIX_PATH = 107
@@ -299,22 +312,34 @@ class ControlPlane:
             return exc.code, _decode(exc.read())
 
     async def install_crds(self) -> None:
-        """Create or update kubeedge's CRDs (deploy/crds/) and wait until each is Established."""
+        """Create or update kubeedge's CRDs (deploy/crds/) and cloudcore's RBAC
+        (deploy/cloudcore-rbac.yaml); wait until each CRD is Established."""
+        for obj in [*kubeedge_crds(), *cloudcore_rbac()]:
+            await self.apply(obj)
         base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
         for crd in kubeedge_crds():
-            name = crd["metadata"]["name"]
-            status, current = await self.request("GET", f"{base}/{name}")
-            if status == 404:
-                status, answer = await self.request("POST", base, crd)
-            elif status != 200:
-                raise ControlPlaneError(f"reading CRD {name}: HTTP {status}: {current}")
-            else:
-                crd["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                status, answer = await self.request("PUT", f"{base}/{name}", crd)
-            if status not in (200, 201):
-                raise ControlPlaneError(f"installing CRD {name}: HTTP {status}: {answer}")
-        for crd in kubeedge_crds():
             await self._wait_established(f"{base}/{crd['metadata']['name']}")
+
+    async def apply(self, obj: dict[str, Any]) -> None:
+        """Create `obj`, or replace what is there (one of the kinds in KINDS)."""
+        prefix, plural, namespaced = KINDS[obj["kind"]]
+        meta = obj["metadata"]
+        ns = f"/namespaces/{meta['namespace']}" if namespaced else ""
+        collection = f"{prefix}{ns}/{plural}"
+        status, current = await self.request("GET", f"{collection}/{meta['name']}")
+        if status == 404:
+            status, answer = await self.request("POST", collection, obj)
+        elif status != 200:
+            raise ControlPlaneError(
+                f"reading {obj['kind']} {meta['name']}: HTTP {status}: {current}"
+            )
+        else:
+            meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+            status, answer = await self.request("PUT", f"{collection}/{meta['name']}", obj)
+        if status not in (200, 201):
+            raise ControlPlaneError(
+                f"applying {obj['kind']} {meta['name']}: HTTP {status}: {answer}"
+            )
 
     async def _wait_for(self, path: str, timeout: float) -> None:
         try:
@@ -341,6 +366,10 @@ class ControlPlane:
                     await asyncio.sleep(0.1)
         except TimeoutError:
             raise ControlPlaneError(f"{path} not Established within 30s") from None
+
+
+def cloudcore_rbac() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(RBAC.read_text()) if doc]
 
 
 def kubeedge_crds() -> list[dict[str, Any]]:

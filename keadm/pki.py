@@ -68,7 +68,8 @@ class Identity:
 ADMIN = Identity("admin", "kubeedge-py-admin", "system:masters")
 CONTROLLER_MANAGER = Identity("controller-manager", "system:kube-controller-manager")
 SCHEDULER = Identity("scheduler", "system:kube-scheduler")
-CLOUDCORE = Identity("cloudcore", "system:kubeedge:cloudcore", "system:masters")
+# Bound to the ClusterRole of deploy/cloudcore-rbac.yaml: what cloudcore needs, not admin.
+CLOUDCORE = Identity("cloudcore", "system:kubeedge:cloudcore")
 KUBELET_CLIENT = Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client")
 CLIENTS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, CLOUDCORE, KUBELET_CLIENT)
 

@@ -379,3 +379,18 @@ async def test_explain_auth_and_events(cluster: Cluster) -> None:
         return "Scaled up replica set d1-" in out
 
     await eventually(scaled, 30, "a ScalingReplicaSet event for d1")
+
+
+async def test_cloudcore_is_not_cluster_admin(cluster: Cluster) -> None:
+    """cloudcore's identity has deploy/cloudcore-rbac.yaml's rights and no more: it writes
+    pod status and reads secrets, but may not delete namespaces or read RBAC."""
+    as_cloudcore = ("--as", "system:kubeedge:cloudcore")
+
+    async def can(*what: str) -> str:
+        out = await cluster.kubectl("auth", "can-i", *what, *as_cloudcore, check=False)
+        return out.strip().splitlines()[0]
+
+    assert await can("patch", "pods", "--subresource=status") == "yes"
+    assert await can("list", "secrets", "-A") == "yes"
+    assert await can("delete", "namespaces") == "no"
+    assert await can("create", "clusterroles") == "no"

@@ -28,7 +28,7 @@ from keadm.processes import Backoff, ProcessGroup
 
 T = TypeVar("T")
 # The cluster's own (its controllers' service accounts, the API server's configmaps): never wiped.
-UNTOUCHED_NAMESPACES = {"kube-system", "kube-public"}
+UNTOUCHED_NAMESPACES = {"kube-system", "kube-public", "kubeedge"}
 # Namespaced collections a test may fill: (API path prefix, plural).
 # Controllers first: deleting a pod whose owner still exists only gets it recreated.
 NAMESPACED = [

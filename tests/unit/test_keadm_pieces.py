@@ -49,6 +49,7 @@ def test_client_identities_follow_kubernetes_conventions(tmp_path: Path) -> None
 
     assert subject(pki.ADMIN) == "CN=kubeedge-py-admin,O=system:masters"
     assert subject(pki.SCHEDULER) == "CN=system:kube-scheduler"
+    assert subject(pki.CLOUDCORE) == "CN=system:kubeedge:cloudcore"  # not system:masters
 
 
 def test_kubeconfig_is_private_and_complete(tmp_path: Path) -> None:
