@@ -274,7 +274,8 @@ class Upstream:
     async def pod_gone(self, node: str, namespace: str, name: str, uid: str) -> None:
         if not uid:
             raise Refused(f"pod-gone report for {namespace}/{name} names no uid")
-        self._own_pod(node, namespace, name, uid)
+        if self._own_pod(node, namespace, name, uid) is None:
+            return  # gone, replaced, or never seen here: not a pod this node may delete
         # V1DeleteOptions as the client would serialize it; only cloud/kube.py imports the client
         options = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
         try:
