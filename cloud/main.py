@@ -55,6 +55,8 @@ def register_modules(supervisor: Supervisor, cfg: CloudSettings) -> CloudHub:
     stream.pods = edge.downstream.pod
     stream.edge_addresses = edge.edge_node_addresses
     sync.reconcilers.append(edge)
+    devices = DeviceController(bus, cfg, kubeconfig=kubeconfig)
+    hub.authorizer.pods, hub.authorizer.devices = edge.downstream, devices
     metrics.gauge(
         "kubeedge_synccontroller_objectsyncs",
         "Objects held by edge nodes, as ObjectSync records",
@@ -63,7 +65,7 @@ def register_modules(supervisor: Supervisor, cfg: CloudSettings) -> CloudHub:
     supervisor.add(MetricsServer(bus, metrics, cfg))
     supervisor.add(sync)
     supervisor.add(edge)
-    supervisor.add(DeviceController(bus, cfg, kubeconfig=kubeconfig))
+    supervisor.add(devices)
     supervisor.add(hub)
     supervisor.add(stream)
     return hub

@@ -1,7 +1,8 @@
 """cloudcore's Prometheus metrics: one registry per process, served on --metrics-listen.
 
 `CloudMetrics` holds the registry and the counters modules bump (cloudhub counts envelopes
-per node; edgecontroller counts what it queues for nodes and what it applies from them).
+per node, and what node authorization refused; edgecontroller counts what it queues for nodes
+and what it applies from them).
 Gauges that only mirror some module's state (connected nodes, queue depths, sync records)
 are read at scrape time through callbacks, so nothing has to be kept in step.
 `MetricsServer` is the bus module serving `GET /metrics` with aiohttp on the event loop, so
@@ -80,6 +81,13 @@ class CloudMetrics:
             "kubeedge_edgecontroller_upstream_messages",
             "Node reports edgecontroller handled, by resource type and result",
             ["type", "result"],
+            registry=self.registry,
+        )
+        self.denied = Counter(
+            "kubeedge_cloudhub_denied",
+            "Upstream messages cloudhub refused because the sending node may not make them "
+            "(node authorization), by node and resource type",
+            ["node", "kind"],
             registry=self.registry,
         )
         self._views = _Views()

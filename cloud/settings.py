@@ -22,6 +22,14 @@ class CloudSettings:
     dedup_retention: float = setting(
         86400.0, "seconds an upstream message id is remembered for de-duplication"
     )
+    node_authorization: bool = setting(
+        True,
+        "refuse what an edge node may not do, as Kubernetes' NodeRestriction does for kubelets: "
+        "writing other nodes' Node, Lease, pod or device status, deleting their pods, reading "
+        "configmaps/secrets its pods do not reference (answered with a 403 error, counted in "
+        "kubeedge_cloudhub_denied_total); --no-node-authorization turns it off, for debugging "
+        "only",
+    )
     kubeconfig: str = setting(
         "",
         "kubeconfig of the Kubernetes cluster cloudcore works on (required; `keadm up` starts "

@@ -85,5 +85,8 @@ class ResourceType(StrEnum):
 # The namespace part of a resource string for cluster-scoped objects (KubeEdge's convention).
 CLUSTER_NAMESPACE = "null"
 
+# The namespace of node Leases (Kubernetes' convention): a node renews `{LEASE_NAMESPACE}/{node}`.
+LEASE_NAMESPACE = "kube-node-lease"
+
 # gRPC call metadata key naming the edge node that opens a HubService stream.
 NODE_NAME_METADATA = "node-name"

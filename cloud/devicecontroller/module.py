@@ -14,7 +14,8 @@ What it does:
 - upstream (group `twin`, from cloudhub): a node's twin snapshot (`{ns}/twin/{name}`) and
   device state (`{ns}/devicestate/{name}`) become the Device's status (twins[].reported,
   observedDesired; state; lastOnlineTime), written by status.StatusWriter. A node may report
-  only for its own devices.
+  only for its own devices: cloudhub's authorizer refuses the rest before they get here
+  (asking `device_node`), and `_report` checks again.
 
 Everything it sends is idempotent at the edge (versions are compared there), and every status
 write is a merge patch, so repeating any of it after a restart is harmless.
@@ -266,6 +267,12 @@ class DeviceController:
         await self.bus.send(Module.CLOUDHUB, msg)
 
     # -- nodes -> the API ------------------------------------------------------------------
+
+    def device_node(self, namespace: str, name: str) -> str | None:
+        """The node a known Device is bound to ("" for none), or None for an unknown Device;
+        cloudhub's authorizer asks, so a node reports only on its own devices."""
+        device = self.devices.get(f"{namespace}/{name}")
+        return None if device is None else node_of(device)
 
     async def _upstream(self) -> None:
         await self.synced.wait()  # reports are checked against the devices we know

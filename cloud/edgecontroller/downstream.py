@@ -85,6 +85,12 @@ class Downstream:
     def edge_node_objects(self) -> dict[str, Obj]:
         return {n: obj for n in self.edge_nodes if (obj := self.node(n)) is not None}
 
+    def referenced_on(self, node: str, type_: str, namespace: str, name: str) -> bool:
+        """Whether a pod placed on `node` references this configmap or secret (`type_` as on
+        the wire): what the node should hold, and so all it may read."""
+        kind = next((k.kind for k in KINDS.values() if k.type == type_), "")
+        return self._refs_on.get(node, Counter()).get((kind, namespace, name), 0) > 0
+
     # -- informer events -------------------------------------------------------------------
 
     async def handle(self, kind: str, event: WatchEvent) -> None:
@@ -211,7 +217,7 @@ class Downstream:
         if kind is POD:
             placed = self._placed.get(key)
             return placed is not None and placed[0] == node
-        return self._refs_on.get(node, Counter()).get((kind.kind, *key), 0) > 0
+        return self.referenced_on(node, kind.type, *key)
 
     # -- the send path ---------------------------------------------------------------------
 

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from cloud.edgecontroller.objects import meta
-from cloud.edgecontroller.upstream import LEASE_NAMESPACE, SMP, now_rfc3339
+from cloud.edgecontroller.upstream import SMP, now_rfc3339
 from cloud.kube import Kube, Obj
 from cloud.kubeerrors import KubeAPIError, NotFound
+from common.names import LEASE_NAMESPACE
 
 log = logging.getLogger(__name__)
 

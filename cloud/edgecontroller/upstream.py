@@ -11,10 +11,14 @@
 - pod gone (`{ns}/pod/{name}`, delete, pod_status): delete the pod with grace 0 and a uid
   precondition; a pod already gone is fine.
 
-A node may only write about itself and its own pods. Every write is idempotent (cloudhub may
-hand a message on again after a restart); reports of one resource are applied in order (one
-worker per shard of resources); a write the API could not take is retried a few times.
-Reports wait until the caches they are checked against hold the first listings.
+A node may only write about itself and its own pods. cloudhub's authorizer
+(cloud/hub/authorizer.py) refuses other reports before they are recorded; the checks here stay
+so that no write ever names another node's objects, --no-node-authorization included.
+
+Every write is idempotent (cloudhub may hand a message on again after a restart); reports of
+one resource are applied in order (one worker per shard of resources); a write the API could
+not take is retried a few times. Reports wait until the caches they are checked against hold
+the first listings.
 """
 
 from __future__ import annotations
@@ -34,11 +38,10 @@ from cloud.kubeerrors import APIUnavailable, Conflict, KubeAPIError, NotFound
 from cloud.metrics import CloudMetrics
 from common.envelope import Message, parse_resource, split_node
 from common.errors import BadMessage
-from common.names import Operation, ResourceType
+from common.names import LEASE_NAMESPACE, Operation, ResourceType
 
 log = logging.getLogger(__name__)
 
-LEASE_NAMESPACE = "kube-node-lease"
 DEFAULT_LEASE_SECONDS = 40
 SMP = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"

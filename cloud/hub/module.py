@@ -8,15 +8,18 @@ What it does:
   cloudhub stores them in the per-node durable Outbox (collapse, RV order, resend) and streams
   them in batches; replies to an edge's request skip the outbox;
 - upstream: each received envelope is validated (bad ones get an Error reply on the stream),
-  acks and keepalives are handled here, everything else is recorded in the durable Inbox
-  (de-duplicated by message id), acked, and handed to the bus group its route names;
+  acks and keepalives are handled here; everything else must be something the node may send
+  (node authorization, authorizer.py: a refusal is an Error reply, 403), and is then recorded
+  in the durable Inbox (de-duplicated by message id), acked, and handed to the bus group its
+  route names;
 - streams (kubectl logs): a `log_query` is live, not durable: it goes out on the node's
   current stream only, and what the node answers to it (stream frames, or an error) is
   relayed to the module that sent the query; when the node disconnects, that module gets an
   error (503), so a waiting client sees its stream end.
 
 What it does not: decide what a node should receive (edgecontroller, devicecontroller and
-synccontroller do), or authenticate nodes (a later issue adds mTLS; the link is plaintext).
+synccontroller do), or authenticate nodes: a stream's node is the one its "node-name" metadata
+names (a later issue binds it to a client certificate; the link is plaintext).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from kubeedge.hub.v1 import hub_pb2, hub_pb2_grpc
 
+from cloud.hub.authorizer import Denied, NodeAuthorizer, Verdict
 from cloud.hub.inbox import Inbox
 from cloud.hub.session import NodeSession
 from cloud.metrics import CloudMetrics
@@ -80,6 +84,7 @@ class CloudHub:
             on_acked=self._acked,
         )
         self.inbox = Inbox(self.db, settings.dedup_retention)
+        self.authorizer = NodeAuthorizer(enabled=settings.node_authorization, metrics=metrics)
         self.sessions: dict[str, NodeSession] = {}
         self.streams: dict[str, tuple[str, str]] = {}  # query id -> (node, module that asked)
         self.health = health.aio.HealthServicer()
@@ -281,17 +286,25 @@ class CloudHub:
 
     async def _record_and_dispatch(self, session: NodeSession, msgs: list[Message]) -> None:
         node = session.node
-        routable: list[Message] = []
-        for msg in msgs:
-            if self.bus.has_group(msg.route.group):
-                routable.append(msg)
-            else:
-                reason = f"no cloud module serves group {msg.route.group!r}"
-                session.feeder.push(make_error(msg, source=self.name, code=404, reason=reason))
+        routable = [msg for msg in msgs if self._admit(session, msg)]
         fresh = await self.inbox.record(node, routable)
         for msg in routable:  # acked only now that the record is committed
             session.feeder.push(make_ack(msg, source=self.name))
         await self._dispatch(node, fresh)
+
+    def _admit(self, session: NodeSession, msg: Message) -> bool:
+        """Whether to record, ack and hand on `msg`: some module serves its group and its node
+        may send it. A refusal is answered here; a message the authorizer cannot decide yet
+        gets no answer, so the node resends it."""
+        if not self.bus.has_group(msg.route.group):
+            reason = f"no cloud module serves group {msg.route.group!r}"
+            session.feeder.push(make_error(msg, source=self.name, code=404, reason=reason))
+            return False
+        decision = self.authorizer.decide(session.node, msg)
+        if isinstance(decision, Denied):
+            err = make_error(msg, source=self.name, code=403, reason=decision.reason)
+            session.feeder.push(err)
+        return decision is Verdict.ALLOW
 
     async def _dispatch(self, node: str, msgs: list[Message]) -> None:
         delivered = []

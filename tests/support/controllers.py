@@ -129,6 +129,12 @@ async def send_up(edge: EdgeStack, msg: Message) -> None:
     await edge.supervisor.bus.send(Module.EDGEHUB, msg)
 
 
+async def ask_up(edge: EdgeStack, msg: Message, timeout: float = 10) -> Message:
+    """Send an upstream report through the edge's real edgehub and return the cloud's answer
+    to it, as edgehub hands it back: the ack, or an error."""
+    return await edge.supervisor.bus.send_sync(Module.EDGEHUB, msg, timeout)
+
+
 class FakeEdgedLogs:
     """Answers log queries on an edge bus: `logs[(ns, pod)]` lines, honouring tail_lines;
     an unknown pod gets a 404 error. Records every query it saw."""
