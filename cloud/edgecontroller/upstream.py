@@ -235,19 +235,17 @@ class Upstream:
             metadata["ownerReferences"] = [
                 {"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid_of(owner)}
             ]
+        # Created without renewTime, then renewed by a patch: the client's create path turns a
+        # whole-second MicroTime into one the API server refuses (400), about 1 lease in 1000.
+        created = {k: v for k, v in spec.items() if k != "renewTime"}
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
-        try:
+        with contextlib.suppress(Conflict):  # created meanwhile: the patch below renews it
             await self.kube.call(
-                api.create_namespaced_lease, LEASE_NAMESPACE, {**body, "spec": spec}
+                api.create_namespaced_lease, LEASE_NAMESPACE, {**body, "spec": created}
             )
-        except Conflict:  # created meanwhile: renew it
-            await self.kube.call(
-                api.patch_namespaced_lease,
-                node,
-                LEASE_NAMESPACE,
-                {"spec": spec},
-                _content_type=MERGE,
-            )
+        await self.kube.call(
+            api.patch_namespaced_lease, node, LEASE_NAMESPACE, {"spec": spec}, _content_type=MERGE
+        )
 
     # -- pods ------------------------------------------------------------------------------
 
