@@ -51,6 +51,9 @@ METRIC_KINDS = frozenset(ResourceType)  # label values: never a string a node ma
 MAX_REASON = 300  # the reason echoes names the node sent; keep the reply and the log short
 
 
+MAX_LOGGED = 10_000  # (node, kind) pairs remembered as logged; then the memory starts over
+
+
 class Verdict(Enum):
     ALLOW = "allow"
     WAIT = "wait"  # the cache the rule reads is still being listed: decide on the resend
@@ -150,6 +153,8 @@ class NodeAuthorizer:
         if (node, kind) in self._logged:
             log.debug("cloudhub: refused %s from node %s: %s", kind, node, denied.reason)
             return
+        if len(self._logged) >= MAX_LOGGED:  # bounded: node names are what clients claim
+            self._logged.clear()
         self._logged.add((node, kind))
         log.warning(
             "cloudhub: refused %s from node %s: %s (further %s refusals for this node are "
