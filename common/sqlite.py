@@ -3,12 +3,19 @@
 Every database is used from one dedicated thread (an executor with one worker), so the event
 loop never blocks on SQLite and writes are serialized without locks. `Database.run(fn)` runs
 `fn(connection)` on that thread; `Database.transaction(fn)` wraps it in BEGIN IMMEDIATE/COMMIT.
+
+The files hold what the peers sent (Secrets among them), so they are readable by their owner
+only: the database is created 0600 before SQLite opens it, and SQLite gives the -wal, -shm and
+-journal files it creates later the database's mode; files left looser by an older version are
+tightened at open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -17,11 +24,24 @@ import apsw
 
 T = TypeVar("T")
 
+FILE_MODE = 0o600
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_files(path: Path) -> None:
+    """Create the database file 0600 if missing; tighten it and its side files to 0600."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+    for name in (path.name, *(path.name + suffix for suffix in SIDE_FILES)):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path.parent / name).st_mode & 0o777 != FILE_MODE:
+                os.chmod(path.parent / name, FILE_MODE)
+
 
 class Database:
     def __init__(self, path: Path, schema: str, *, synchronous: str = "FULL") -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_files(path)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"sqlite-{path.name}"
         )

@@ -15,6 +15,7 @@ from edge.edged.module import Edged
 from edge.eventbus.module import EventBus
 from edge.hub.module import EdgeHub
 from edge.meta.module import MetaManager
+from edge.private import private_dir
 from edge.settings import EdgeSettings
 from edge.twin.module import DeviceTwin
 
@@ -28,8 +29,9 @@ DESCRIPTION = (
 
 
 def open_database(cfg: EdgeSettings) -> Database:
-    """The node's one SQLite file: metamanager's store and edgehub's outbox share its writer."""
-    return Database(Path(cfg.data_dir) / "edge.db", "SELECT 1")
+    """The node's one SQLite file: metamanager's store and edgehub's outbox share its writer.
+    DATA_DIR is made (or tightened to) 0700 first: it holds Secrets."""
+    return Database(private_dir(Path(cfg.data_dir)) / "edge.db", "SELECT 1")
 
 
 def register_modules(supervisor: Supervisor, cfg: EdgeSettings, db: Database) -> EdgeHub:

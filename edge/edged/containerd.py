@@ -38,6 +38,7 @@ from pathlib import Path
 
 from common.errors import ConfigError, TemporaryError
 from edge.edged.cri import CRI, CRIError, CRIPermanentError
+from edge.private import open_append, private_dir, private_file
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,8 @@ class ManagedContainerd:
     async def start(self) -> str:
         """Adopt our containerd if it still answers, else write the config and start one."""
         self._validate()
+        private_dir(self.state_dir)  # its state shows every pod; its log too
+        private_file(self.log_path)
         pid = self._our_pid()
         if pid is not None:
             self.pid = pid
@@ -236,8 +239,9 @@ class ManagedContainerd:
             raise ConfigError(f"pod CIDR {self.pod_cidr!r}: need an IPv4 subnet of /30 or wider")
 
     def _write_config(self) -> None:
-        for d in (self.state_dir, self.cni_conf_dir, self.ipam_dir, self.socket_path.parent):
+        for d in (self.cni_conf_dir, self.ipam_dir):
             d.mkdir(parents=True, exist_ok=True)
+        private_dir(self.socket_path.parent)
         self.snapshotter = self._choose_snapshotter()
         self.config_path.write_text(self._config_toml())
         conflist = cni_conflist(
@@ -304,7 +308,7 @@ disabled_plugins = [{disabled}]
     def _spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [self.containerd_bin, "--config", str(self.config_path)]
-        with self.log_path.open("ab") as out:
+        with os.fdopen(open_append(self.log_path), "ab") as out:
             try:
                 self._proc = subprocess.Popen(
                     argv,
