@@ -5,40 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster, start_cluster
-from tests.support.controlplane import TestControlPlane
-from tests.support.edgenode import FAST_CLOUD, Node, build_images, node_ready, start_node
-from tests.support.waiting import eventually, free_port
+from tests.support.cluster import Cluster
+from tests.support.edgenode import Node, node_ready
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_images(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture
-async def stack(
-    tmp_path: Path, images: Path, kube: TestControlPlane
-) -> AsyncIterator[tuple[Cluster, Node]]:
-    hub_port = free_port()
-    cluster = await start_cluster(
-        tmp_path / "cloud", kube, "--hub-listen", f"127.0.0.1:{hub_port}", *FAST_CLOUD
-    )
-    node = await start_node("edge-1", tmp_path / "edge", f"127.0.0.1:{hub_port}", images)
-    try:
-        await eventually(lambda: node_ready(cluster), 60, "edge-1 Ready")
-        yield cluster, node
-    finally:
-        await node.stop_and_reset()
-        await cluster.proc.terminate()
 
 
 WEB = {
