@@ -26,7 +26,7 @@ from common.bus import Bus
 from common.envelope import Message, make_error, new_message, resource
 from common.errors import ConfigError, KubeEdgeError
 from common.names import Group, Module, Operation, ResourceType
-from edge.edged import logs, podspec, volumes
+from edge.edged import logs, paths, podspec, volumes
 from edge.edged.containerd import ManagedContainerd, import_images
 from edge.edged.cri import CRI, CRIError
 from edge.edged.node import host_ip, node_object, node_status, parse_taints
@@ -65,6 +65,7 @@ class Edged:
 
     async def run(self) -> None:
         if not self.ready.is_set():
+            volumes.private_pod_dirs(self.root)
             await self._start_runtime()
             await self._register()
             await self._restore()
@@ -186,6 +187,11 @@ class Edged:
             self._start_worker(pod)
 
     def _start_worker(self, pod: dict[str, Any]) -> None:
+        try:  # the uid names the pod's folder under DATA_DIR
+            paths.check_element(str(pod["metadata"].get("uid", "")), "pod uid")
+        except paths.UnsafePath as exc:
+            log.error("edged: refusing pod %s: %s", pod["metadata"].get("name"), exc)
+            return
         timing = Timing(
             self.settings.pod_sync_interval,
             self.settings.crash_backoff_initial,
@@ -323,7 +329,7 @@ class Edged:
             if len(names) != 1:
                 raise LookupError(f"a container name must be given: one of {', '.join(names)}")
             container = names[0]
-        if container not in names:
+        if container not in names or not paths.DNS_LABEL.match(container):
             raise LookupError(f"container {container} is not valid for pod {worker.key}")
         folder = volumes.pod_dir(self.root, worker.uid) / "logs" / container
         files = sorted(folder.glob("*.log"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)

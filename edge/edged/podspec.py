@@ -16,7 +16,8 @@ from typing import Any
 
 from cri.runtime.v1 import api_pb2 as cri
 
-from edge.edged.volumes import Lookup, object_data
+from edge.edged import paths
+from edge.edged.volumes import API_DATA, Lookup, object_data
 
 POD_UID = "io.kubernetes.pod.uid"
 POD_NAME = "io.kubernetes.pod.name"
@@ -26,6 +27,7 @@ CONTAINER_HASH = "io.kubernetes.container.hash"
 RESTART_COUNT = "io.kubernetes.container.restartCount"
 MANAGED_BY = "kubeedge-py.io/managed"
 
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
 _MEMORY_UNITS = {
     "": 1,
@@ -96,6 +98,8 @@ def container_config(
 ) -> cri.ContainerConfig:
     meta = pod["metadata"]
     name = container["name"]
+    if not paths.DNS_LABEL.match(name):  # joined into the log path containerd writes
+        raise SpecError(f"container name {name!r} must be a DNS label")
     cfg = cri.ContainerConfig(
         metadata=cri.ContainerMetadata(name=name, attempt=restart_count),
         image=cri.ImageSpec(image=container["image"]),
@@ -113,22 +117,65 @@ def container_config(
         tty=bool(container.get("tty")),
         stdin=bool(container.get("stdin")),
     )
-    for key, value in env(pod, container, lookup, pod_ip=pod_ip, node_name=node_name):
+    envs = env(pod, container, lookup, pod_ip=pod_ip, node_name=node_name)
+    for key, value in envs:
         cfg.envs.add(key=key, value=value)
+    read_only = _api_data_volumes(pod)
     for mount in container.get("volumeMounts") or []:
-        host = volume_paths.get(mount["name"])
-        if host is None:
-            raise SpecError(f"container {name}: volumeMount {mount['name']!r} has no volume")
-        if mount.get("subPath"):
-            host = str(Path(host) / mount["subPath"])
+        host = _mount_source(name, mount, volume_paths, dict(envs))
         cfg.mounts.add(
-            container_path=mount["mountPath"], host_path=host, readonly=bool(mount.get("readOnly"))
+            container_path=mount["mountPath"],
+            host_path=host,
+            readonly=bool(mount.get("readOnly")) or mount["name"] in read_only,
         )
     _resources(cfg.linux.resources, container.get("resources") or {})
     options = cfg.linux.security_context.namespace_options
     options.network = cri.NODE if pod.get("spec", {}).get("hostNetwork") else cri.POD
     options.pid = cri.CONTAINER
     return cfg
+
+
+def _api_data_volumes(pod: dict[str, Any]) -> set[str]:
+    """configMap/secret/projected volumes: edged writes them, so containers get them read-only
+    (as from the kubelet) and cannot plant a link edged would later write through."""
+    volumes = pod.get("spec", {}).get("volumes") or []
+    return {v["name"] for v in volumes if any(kind in v for kind in API_DATA)}
+
+
+def _mount_source(
+    container: str, mount: dict[str, Any], volume_paths: dict[str, str], envs: dict[str, str]
+) -> str:
+    """The host path of a volumeMount: its volume, or the subPath's real path inside it."""
+    host = volume_paths.get(mount["name"])
+    if host is None:
+        raise SpecError(f"container {container}: volumeMount {mount['name']!r} has no volume")
+    try:
+        sub = mount.get("subPath") or _expand(mount.get("subPathExpr") or "", envs)
+        if not sub:
+            return host
+        return str(paths.subpath(Path(host), sub, "subPath"))
+    except (paths.UnsafePath, OSError, ValueError) as exc:
+        raise SpecError(
+            f"failed to prepare subPath for volumeMount {mount['name']!r} "
+            f"of container {container!r}: {exc}"
+        ) from exc
+
+
+def _expand(expr: str, envs: dict[str, str]) -> str:
+    """subPathExpr: $(VAR) from the container's environment; $$ is a literal $ (kubelet)."""
+    missing: list[str] = []
+
+    def value(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        if not envs.get(m.group(1)):
+            missing.append(m.group(1))
+        return envs.get(m.group(1), "")
+
+    expanded = _REFERENCE.sub(value, expr)
+    if missing:
+        raise ValueError(f"subPathExpr {expr!r}: missing value for {', '.join(missing)}")
+    return expanded
 
 
 def _resources(res: cri.LinuxContainerResources, spec: dict[str, Any]) -> None:

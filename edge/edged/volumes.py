@@ -4,11 +4,18 @@ Each pod gets DATA_DIR/pods/{uid}/volumes/{name}; configMap and secret volumes a
 the objects metamanager holds and rewritten, atomically per file, when those objects change, so
 a container sees new content without a restart (as the kubelet does). hostPath volumes are used
 in place. Nothing else (PVCs, CSI) is supported: such a volume is reported as an error event.
+
+Every path from the spec is checked first (edged/paths.py): a volume item or key that is
+absolute or has `..`, a hostPath that is relative, a volume name that is not a DNS label are
+refused (`UnsafeVolume`), and files are written without following a symlink. The folders that
+hold a pod's volumes and logs are 0700 (they hold Secrets); the volume folders themselves keep
+the usual modes, for the container's users.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import tempfile
@@ -16,43 +23,75 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.edged import paths
+from edge.private import private_dir, private_tree
+
 Lookup = Callable[[str, str, str], dict[str, Any] | None]  # (kind, namespace, name) -> object
+
+
+API_DATA = ("configMap", "secret", "projected")  # edged writes these; containers only read them
 
 
 class VolumeError(Exception):
     """A volume cannot be prepared (its source is missing or unsupported)."""
 
 
+class UnsafeVolume(VolumeError):
+    """A volume's spec names a path that could reach outside it: the pod is refused."""
+
+
 def pod_dir(root: Path, uid: str) -> Path:
     return root / "pods" / uid
+
+
+def private_pod_dirs(root: Path) -> None:
+    """Tighten what earlier runs left: DATA_DIR/pods, each pod's folder, its volumes and logs."""
+    pods = private_dir(root / "pods")
+    for pod in pods.iterdir():
+        if pod.is_dir() and not pod.is_symlink():
+            private_dir(pod)
+            for sub in ("volumes", "logs"):
+                if (pod / sub).is_dir():
+                    private_dir(pod / sub)
 
 
 def prepare(root: Path, pod: dict[str, Any], lookup: Lookup) -> dict[str, str]:
     """Create or refresh every volume of `pod`; returns volume name -> host path."""
     meta = pod["metadata"]
-    base = pod_dir(root, meta["uid"]) / "volumes"
-    paths: dict[str, str] = {}
+    found: dict[str, str] = {}
     for vol in pod.get("spec", {}).get("volumes") or []:
-        name = vol["name"]
-        if "hostPath" in vol:
-            path = Path(vol["hostPath"]["path"])
-            if vol["hostPath"].get("type") in ("DirectoryOrCreate", None, ""):
-                path.mkdir(parents=True, exist_ok=True)
-            paths[name] = str(path)
-            continue
-        target = base / name
-        target.mkdir(parents=True, exist_ok=True)
-        if "emptyDir" in vol:
-            pass
-        elif "configMap" in vol or "secret" in vol or "projected" in vol:
-            _write_files(target, _files(vol, meta.get("namespace", "default"), lookup))
-        else:
-            raise VolumeError(
-                f"volume {name!r}: only emptyDir, hostPath, configMap, secret "
-                "and projected volumes are supported"
-            )
-        paths[name] = str(target)
-    return paths
+        try:
+            found[vol["name"]] = str(_prepare_one(root, meta, vol, lookup))
+        except paths.UnsafePath as exc:
+            raise UnsafeVolume(f"volume {vol['name']!r}: {exc}") from exc
+    return found
+
+
+def _prepare_one(root: Path, meta: dict[str, Any], vol: dict[str, Any], lookup: Lookup) -> Path:
+    name = str(vol["name"])
+    paths.check_label(name, "volume name")
+    if "hostPath" in vol:
+        return _host_path(vol["hostPath"])
+    if not any(kind in vol for kind in ("emptyDir", *API_DATA)):
+        raise VolumeError(
+            f"volume {name!r}: only emptyDir, hostPath, configMap, secret "
+            "and projected volumes are supported"
+        )
+    paths.check_element(meta["uid"], "pod uid")
+    target = private_tree(root, "pods", meta["uid"], "volumes") / name
+    target.mkdir(exist_ok=True)
+    if "emptyDir" not in vol:
+        _write_files(target, _files(vol, meta.get("namespace", "default"), lookup))
+    return target
+
+
+def _host_path(source: dict[str, Any]) -> Path:
+    """The pod author's folder, used in place (created for DirectoryOrCreate, as the kubelet)."""
+    path = str(source.get("path", ""))
+    paths.check_host_path(path)
+    if source.get("type") in ("DirectoryOrCreate", None, ""):
+        os.makedirs(path, exist_ok=True)
+    return Path(path)
 
 
 def _files(vol: dict[str, Any], ns: str, lookup: Lookup) -> dict[str, bytes]:
@@ -104,24 +143,42 @@ def object_data(kind: str, obj: dict[str, Any]) -> dict[str, bytes]:
 
 
 def _write_files(target: Path, files: dict[str, bytes]) -> None:
+    """Write each file under `target` (names checked first, so a bad one writes nothing);
+    remove what is no longer there."""
+    for rel in files:
+        paths.check_item(rel, "item path")
     for rel, content in files.items():
-        path = target / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and path.read_bytes() == content:
-            continue
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # atomic: a reader sees the old or the new file, never half
-    for path in target.rglob("*"):
-        rel = str(path.relative_to(target))
-        if path.is_file() and rel not in files and not path.name.startswith(".tmp-"):
-            path.unlink()
+        _write_file(target, rel, content)
+    _remove_stale(target, {str(Path(rel)) for rel in files})
+
+
+def _write_file(target: Path, rel: str, content: bytes) -> None:
+    parent = paths.make_dirs(target, str(Path(rel).parent), "item path")  # no symlink followed
+    path = parent / Path(rel).name
+    if path.is_file() and not path.is_symlink() and path.read_bytes() == content:
+        return
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)  # atomic, and replaces a symlink rather than writing through it
+
+
+def _remove_stale(target: Path, keep: set[str]) -> None:
+    """Unlink files and links not in `keep`; os.walk does not descend into symlinks."""
+    for folder, dirs, names in os.walk(target):
+        here = Path(folder)
+        stale_links = [d for d in dirs if (here / d).is_symlink()]
+        for name in names + stale_links:
+            rel = str((here / name).relative_to(target))
+            if rel not in keep and not name.startswith(".tmp-"):
+                (here / name).unlink()
 
 
 def remove(root: Path, uid: str) -> None:
-    shutil.rmtree(pod_dir(root, uid), ignore_errors=True)
+    with contextlib.suppress(paths.UnsafePath):  # such a pod never got a folder (see prepare)
+        paths.check_element(uid, "pod uid")
+        shutil.rmtree(pod_dir(root, uid), ignore_errors=True)
 
 
 def referenced(pod: dict[str, Any]) -> set[tuple[str, str]]:

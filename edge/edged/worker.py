@@ -30,11 +30,13 @@ from cri.runtime.v1 import api_pb2 as cri
 from edge.edged import podspec, probes, volumes
 from edge.edged.cri import CRI, CRIError
 from edge.edged.node import rfc3339
+from edge.private import private_tree
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]  # (pod, status)
 Gone = Callable[[dict[str, Any]], Awaitable[None]]
+CONFIG_ERROR = "CreateContainerConfigError"  # the kubelet's waiting reason for a bad config
 
 
 @dataclass
@@ -117,10 +119,21 @@ class PodWorker:
 
     async def _sync(self) -> None:
         await self._ensure_sandbox()
-        paths = volumes.prepare(self.root, self.pod, self.lookup)
+        try:
+            paths = volumes.prepare(self.root, self.pod, self.lookup)
+        except volumes.UnsafeVolume as exc:
+            self._refuse_containers(str(exc))
+            raise
         current = await self._current_containers()
         for container in self.pod.get("spec", {}).get("containers") or []:
             await self._sync_container(container, current.get(container["name"]), paths)
+
+    def _refuse_containers(self, message: str) -> None:
+        """A volume of the pod asks for more than its folder: no container of it starts, and
+        each says why, as the kubelet words a bad container config."""
+        for container in self.pod.get("spec", {}).get("containers") or []:
+            memo = self._containers.setdefault(container["name"], _Container())
+            memo.waiting_reason, memo.waiting_message = CONFIG_ERROR, message
 
     async def _ensure_sandbox(self) -> None:
         if self.sandbox_id:
@@ -151,8 +164,7 @@ class PodWorker:
         self.started_at = self.started_at or rfc3339(created)
 
     def _sandbox_config(self, attempt: int = 0) -> cri.PodSandboxConfig:
-        log_dir = volumes.pod_dir(self.root, self.uid) / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = private_tree(self.root, "pods", self.uid, "logs")
         return podspec.sandbox_config(self.pod, log_dir, attempt)
 
     async def _current_containers(self) -> dict[str, list[cri.Container]]:
@@ -216,11 +228,12 @@ class PodWorker:
                 else min(memo.backoff * 2, self.timing.backoff_max)
             )
             memo.next_start = now + memo.backoff
-            memo.waiting_reason = "CrashLoopBackOff"
-            memo.waiting_message = (
-                f"back-off {memo.backoff:.0f}s restarting failed container={spec['name']} "
-                f"pod={self.pod['metadata']['name']}"
-            )
+            if memo.waiting_reason != CONFIG_ERROR:  # the config error says more; keep it
+                memo.waiting_reason = "CrashLoopBackOff"
+                memo.waiting_message = (
+                    f"back-off {memo.backoff:.0f}s restarting failed container={spec['name']} "
+                    f"pod={self.pod['metadata']['name']}"
+                )
         if now < memo.next_start:
             return
         memo.next_start = 0.0
@@ -243,7 +256,7 @@ class PodWorker:
                 node_name=self.node_name,
             )
         except podspec.SpecError as exc:
-            memo.waiting_reason, memo.waiting_message = "CreateContainerConfigError", str(exc)
+            memo.waiting_reason, memo.waiting_message = CONFIG_ERROR, str(exc)
             raise
         sandbox_config = self._sandbox_config()
         container_id = await self.runtime.create_container(self.sandbox_id, config, sandbox_config)
@@ -405,7 +418,10 @@ class PodWorker:
             "imageID": "",
         }
         if not found:
-            out["state"] = {"waiting": {"reason": memo.waiting_reason or "ContainerCreating"}}
+            waiting = {"reason": memo.waiting_reason or "ContainerCreating"}
+            if memo.waiting_reason and memo.waiting_message:
+                waiting["message"] = memo.waiting_message
+            out["state"] = {"waiting": waiting}
             return out
         latest = await self.runtime.container_status(found[0].id)
         out["restartCount"] = int(found[0].metadata.attempt)
