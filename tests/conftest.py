@@ -8,8 +8,16 @@ import gc
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.support.controlplane import TestControlPlane
+
+# Property-based tests (tests/unit/test_fuzz_*.py) run the same examples on every `make test`:
+# derandomized (the seed comes from the test's own source), no example database on disk, no
+# per-example deadline (a loaded CI machine is slow, not wrong). Each test sets max_examples;
+# inputs that once found a bug stay as @example(...) on the test.
+settings.register_profile("deterministic", derandomize=True, database=None, deadline=None)
+settings.load_profile("deterministic")
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from kubeedge.twin.v1 import twin_pb2
 
@@ -159,8 +159,8 @@ def parse_request(payload: bytes) -> Request:
             BAD_REQUEST, f"payload is {len(payload)} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit"
         )
     try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
+        body = _loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise TwinError(BAD_REQUEST, f"payload is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise TwinError(BAD_REQUEST, "payload must be a JSON object")
@@ -168,16 +168,32 @@ def parse_request(payload: bytes) -> Request:
     if not isinstance(event_id, str):
         raise TwinError(BAD_REQUEST, "event_id must be a string")
     timestamp = body.get("timestamp", 0)
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+    if not _is_int64(timestamp):
         raise TwinError(BAD_REQUEST, "timestamp must be an integer (milliseconds)")
     return Request(event_id, timestamp, body)
+
+
+def _loads(payload: bytes) -> Any:
+    """JSON that SQLite and protobuf can hold: nesting deeper than the parser's recursion limit
+    (RecursionError) and escaped lone surrogates (not encodable as UTF-8) are refused."""
+    body = json.loads(payload)
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"it escapes an unpaired surrogate ({exc.reason})") from None
+    return body
+
+
+def _is_int64(value: Any) -> TypeGuard[int]:
+    """An integer that fits SQLite's and protobuf's 64-bit fields (bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def event_id_of(payload: bytes) -> str:
     """The event_id of a payload, when it can be read at all (for error results)."""
     try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
+        body = _loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return ""
     event_id = body.get("event_id", "") if isinstance(body, dict) else ""
     return event_id if isinstance(event_id, str) else ""
@@ -241,15 +257,15 @@ def _parse_property(name: str, prop: Any, req: Request, now_ms: int) -> ActualWr
 def _timestamp(metadata: Any, default: int) -> int:
     if isinstance(metadata, dict):
         ts = metadata.get("timestamp")
-        if isinstance(ts, int) and not isinstance(ts, bool) and ts > 0:
+        if _is_int64(ts) and ts > 0:
             return ts
     return default
 
 
 def _version(name: str, data: Any) -> Version:
+    # int64 on the wire, and the edge count goes up by one after this write.
     if not isinstance(data, dict) or not all(
-        isinstance(data.get(k, 0), int) and not isinstance(data.get(k, 0), bool)
-        for k in ("cloud", "edge")
+        _is_int64(data.get(k, 0)) and data.get(k, 0) < 2**63 - 1 for k in ("cloud", "edge")
     ):
         raise TwinError(
             BAD_REQUEST, f"twin {name!r}: actual_version must be {{cloud, edge}} integers"
