@@ -251,11 +251,7 @@ class ControlPlane:
         return self._spec(
             "kube-controller-manager",
             [
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--secure-port=0",
-                "--leader-elect=false",
+                *_client_component_flags(kubeconfig),
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={p.sa_key}",
                 f"--root-ca-file={p.ca_cert}",
@@ -274,11 +270,7 @@ class ControlPlane:
         return self._spec(
             "kube-scheduler",
             [
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--secure-port=0",
-                "--leader-elect=false",
+                *_client_component_flags(kubeconfig),
                 "--profiling=false",
                 f"--v={self.cfg.log_level}",
             ],
@@ -314,10 +306,11 @@ class ControlPlane:
     async def install_crds(self) -> None:
         """Create or update kubeedge's CRDs (deploy/crds/) and cloudcore's RBAC
         (deploy/cloudcore-rbac.yaml); wait until each CRD is Established."""
-        for obj in [*kubeedge_crds(), *cloudcore_rbac()]:
+        crds = kubeedge_crds()
+        for obj in [*crds, *cloudcore_rbac()]:
             await self.apply(obj)
         base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-        for crd in kubeedge_crds():
+        for crd in crds:
             await self._wait_established(f"{base}/{crd['metadata']['name']}")
 
     async def apply(self, obj: dict[str, Any]) -> None:
@@ -368,19 +361,28 @@ class ControlPlane:
             raise ControlPlaneError(f"{path} not Established within 30s") from None
 
 
+def _client_component_flags(kubeconfig: Path) -> list[str]:
+    """What controller-manager and scheduler share: one identity for everything they call,
+    no serving port of their own (nothing here scrapes them), one instance (no election)."""
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--secure-port=0",
+        "--leader-elect=false",
+    ]
+
+
+def _manifests(*paths: Path) -> list[dict[str, Any]]:
+    return [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
 def cloudcore_rbac() -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(RBAC.read_text()) if doc]
+    return _manifests(RBAC)
 
 
 def kubeedge_crds() -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        out += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-    return out
-
-
-def binaries_built(bin_dir: Path = BIN_DIR) -> bool:
-    return all((bin_dir / b).exists() for b in BINARIES)
+    return _manifests(*sorted(CRD_DIR.glob("*.yaml")))
 
 
 def _decode(raw: bytes) -> Any:

@@ -262,7 +262,7 @@ async def _until_stop(work: asyncio.Future[Any], stop: asyncio.Event) -> bool:
 
 async def _start_and_wait(group: ProcessGroup, data: Path, args: argparse.Namespace) -> None:
     kubeconfig = await _start_all(group, data, args)
-    await _wait_node_ready(kubeconfig, args.node_name, args.timeout, group)
+    await _wait_node_ready(kubeconfig, args.node_name, args.timeout)
     log.info("%s is Ready", args.node_name)
     if getattr(args, "foreground", False):  # `keadm up` prints them itself otherwise
         print(_next_steps(data, args), flush=True)
@@ -334,9 +334,7 @@ async def _start_all(group: ProcessGroup, data: Path, args: argparse.Namespace) 
     return args.kubeconfig.resolve() if args.kubeconfig else data / "kubeconfig"
 
 
-async def _wait_node_ready(
-    kubeconfig: Path, node: str, timeout: float, group: ProcessGroup
-) -> None:
+async def _wait_node_ready(kubeconfig: Path, node: str, timeout: float) -> None:
     from kubernetes import client, config
 
     api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]

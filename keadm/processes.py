@@ -62,7 +62,6 @@ class Child:
         self.backoff = backoff
         self.on_start = on_start
         self.proc: asyncio.subprocess.Process | None = None
-        self.restarts = 0
         self._stopping = False
 
     @property
@@ -126,7 +125,6 @@ class Child:
             delay = min(delay * 2, self.backoff.maximum)
             if self._stopping:
                 return
-            self.restarts += 1
             try:
                 await self.start()
             except ProcessError as exc:

@@ -121,10 +121,14 @@ class CloudStream:
                 await _answer(loop, conn, b"400 Bad Request")
                 return
             host = target.rsplit(":", 1)[0].strip("[]")
-            if host in self.edge_addresses():
-                await self._serve_kubelet(loop, conn, target)
-            else:
-                await self._pipe(loop, conn, target)
+            try:
+                if host in self.edge_addresses():
+                    await self._serve_kubelet(loop, conn, target)
+                else:
+                    await self._pipe(loop, conn, target)
+            except OSError as exc:  # one broken tunnel must not end the others
+                log.warning("cloudstream: tunnel to %s failed: %s", target, exc)
+                conn.close()
 
     async def _serve_kubelet(
         self, loop: asyncio.AbstractEventLoop, conn: socket.socket, target: str

@@ -118,11 +118,6 @@ class TestControlPlane:
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         return self.run(self.cp.request(method, path, body), 30)
 
-    async def arequest(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """`request` from a test's own event loop (runs on the control plane's loop)."""
-        fut = asyncio.run_coroutine_threadsafe(self.cp.request(method, path, body), self._loop)
-        return await asyncio.wrap_future(fut)
-
     def wipe(self) -> None:
         """Delete everything tests make (namespaces stay, empty)."""
         for prefix, plural in CLUSTER:
