@@ -167,6 +167,8 @@ async def measure_real(tmp: Path, idle: float) -> dict[str, Any]:
             str(cp.kubelet_tunnel),
             "--hub-listen",
             "127.0.0.1:0",
+            "--bootstrap-listen",
+            "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
         ],

@@ -1,6 +1,7 @@
-"""Hub throughput: downstream object events per second, cloudhub -> edgehub, against bare gRPC.
+"""Hub throughput: downstream object events per second, cloudhub -> edgehub, over mutual TLS
+and in plaintext, against bare gRPC.
 
-One run measures two things, every side in its own process (spawned with subprocess, never
+One run measures three things, every side in its own process (spawned with subprocess, never
 forked), over 127.0.0.1 on ports picked by the kernel:
 
 hub   a cloud process runs the real CloudHub (cloud.main.register_modules, --kubeconfig of a
@@ -9,15 +10,18 @@ hub   a cloud process runs the real CloudHub (cloud.main.register_modules, --kub
       configmap ObjectEvents through `CloudHub.send_to_nodes` (the durable outbox); an edge
       process runs the real edgecore modules (edge.main.register_modules: metamanager commits
       each event to SQLite, then edgehub sends its ack). The clock stops when the node's
-      outbox is empty: every event committed at the edge and acked.
+      outbox is empty: every event committed at the edge and acked. This runs twice: over
+      mutual TLS (the default; the edge joins with a token first, not timed) and with
+      --insecure-hub on both sides (plaintext), in the same run on the same control plane.
 bare  a minimal grpc.aio server that answers each HubService stream message with an echo (the
       echo is the ack), and a client sending ONE envelope of the same size per stream message
       while keeping the same window of un-answered messages: per-message gRPC, no SQLite.
 
-It prints both rates, the CPU each process used while the clock ran (the control plane's is
-not counted), and last a line `ratio: <hub/bare>`. What it does not: assert anything (tests
-assert behaviour, not speed). Figures go to docs/benchmarks.md by hand; `--json FILE` also
-writes them to a file.
+It prints the rates, the CPU each process used while the clock ran (the control plane's is
+not counted), a line `ratio tls/plaintext: <r>` (what mutual TLS costs the hub: 1 - r) and
+last a line `ratio: <hub/bare>` (the TLS hub against bare plaintext gRPC). What it does not:
+assert anything (tests assert behaviour, not speed). Figures go to docs/benchmarks.md by
+hand; `--json FILE` also writes them to a file.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +51,14 @@ from common.bus import Bus
 from common.envelope import Message
 from common.names import Module
 from common.supervisor import Supervisor
-from edge.main import open_database
+from edge.main import node_identity, open_database
 from edge.main import register_modules as register_edge
 from edge.meta.module import MetaManager
 from edge.settings import EdgeSettings
 from keadm import pki
 from keadm.controlplane import ControlPlane, ControlPlaneSettings
 from keadm.processes import ProcessGroup
+from tests.support.cluster import new_token
 from tests.support.modules import object_event
 
 NODE = "bench-node"
@@ -118,6 +123,8 @@ async def cloud_child(args: argparse.Namespace) -> None:
         kubeconfig=args.kubeconfig,
         metrics_listen="127.0.0.1:0",
         max_inflight=args.window,
+        insecure_hub=not args.tls,
+        bootstrap_listen="127.0.0.1:0",
     )
     supervisor = Supervisor(Bus())
     hub = register_cloud(supervisor, cfg)
@@ -132,7 +139,7 @@ async def cloud_child(args: argparse.Namespace) -> None:
             await hub.send_to_nodes(chunk)
         return time.perf_counter() - start
 
-    emit("port", hub.port)
+    emit("port", hub.port, hub.bootstrap_port)
     if args.preload:
         enqueue_s = await enqueue()
         emit("enqueued", f"{enqueue_s:.6f}")
@@ -163,10 +170,14 @@ async def edge_child(args: argparse.Namespace) -> None:
         reconnect_initial=0.05,
         edged=False,  # the hub and the store are measured, not pods
         mqtt_listen="127.0.0.1:0",
+        insecure_hub=not args.token,
+        token=args.token or "",
+        bootstrap=args.bootstrap or "",
     )
+    identity = await node_identity(cfg)
     db = open_database(cfg)
     supervisor = Supervisor(Bus())
-    register_edge(supervisor, cfg, db)
+    register_edge(supervisor, cfg, db, identity)
     meta = supervisor.get(Module.METAMANAGER)
     assert isinstance(meta, MetaManager)
     await supervisor.start()
@@ -315,23 +326,30 @@ class Child:
 
 
 @dataclass
+class HubRun:
+    seconds: float = 0.0
+    events_per_s: float = 0.0
+    enqueue_seconds: float = 0.0
+    frames_down: int = 0
+    frames_up: int = 0
+    cpu_cloud_s: float = 0.0
+    cpu_edge_s: float = 0.0
+
+
+@dataclass
 class Figures:
     count: int
     payload_bytes: int
     window: int
     mode: str
-    hub_seconds: float = 0.0
-    hub_events_per_s: float = 0.0
-    hub_enqueue_seconds: float = 0.0
-    hub_frames_down: int = 0
-    hub_frames_up: int = 0
-    hub_cpu_cloud_s: float = 0.0
-    hub_cpu_edge_s: float = 0.0
+    hub_tls: HubRun = field(default_factory=HubRun)
+    hub_plaintext: HubRun = field(default_factory=HubRun)
     bare_count: int = 0
     bare_seconds: float = 0.0
     bare_msgs_per_s: float = 0.0
     bare_cpu_server_s: float = 0.0
     bare_cpu_client_s: float = 0.0
+    ratio_tls_plaintext: float = 0.0
     ratio: float = 0.0
 
 
@@ -340,15 +358,24 @@ async def run_hub(args: argparse.Namespace, tmp: Path, fig: Figures) -> None:
     cp = ControlPlane(ControlPlaneSettings(tmp / "cp", "127.0.0.1:0"), group)
     try:
         await cp.start()
-        await hub_on(cp.kubeconfig_for(pki.CLOUDCORE), args, tmp, fig)
+        cloudcore = cp.kubeconfig_for(pki.CLOUDCORE)
+        for tls, run in ((True, fig.hub_tls), (False, fig.hub_plaintext)):
+            await hub_on(cloudcore, cp.kubeconfig if tls else None, args, tmp, run)
     finally:
         await group.stop()
 
 
-async def hub_on(kubeconfig: Path, args: argparse.Namespace, tmp: Path, fig: Figures) -> None:
+async def hub_on(
+    kubeconfig: Path, admin: Path | None, args: argparse.Namespace, tmp: Path, fig: HubRun
+) -> None:
+    """One hub run: over mutual TLS when `admin` is given (to make the join token)."""
+    mode = "tls" if admin else "plaintext"
+    tmp = tmp / mode
+    tmp.mkdir()
     common = ["--count", str(args.count), "--payload", str(args.payload)]
     cloud = await Child("cloud", tmp).start(
         *common,
+        *(["--tls"] if admin else []),
         "--kubeconfig",
         str(kubeconfig),
         "--window",
@@ -361,21 +388,25 @@ async def hub_on(kubeconfig: Path, args: argparse.Namespace, tmp: Path, fig: Fig
     )
     edge = Child("edge", tmp)
     try:
-        (port,) = await cloud.line("port")
+        port, bootstrap_port = await cloud.line("port")
         if args.preload:
             (enqueue_s,) = await cloud.line("enqueued")
-            fig.hub_enqueue_seconds = float(enqueue_s)
-        await edge.start("--cloud", f"127.0.0.1:{port}", "--data-dir", str(tmp / "edge"))
+            fig.enqueue_seconds = float(enqueue_s)
+        join: list[str] = []
+        if admin is not None:
+            token = await asyncio.to_thread(new_token, admin, NODE)
+            join = ["--token", token, "--bootstrap", f"127.0.0.1:{bootstrap_port}"]
+        await edge.start("--cloud", f"127.0.0.1:{port}", "--data-dir", str(tmp / "edge"), *join)
         await cloud.line("start")
         cpu0 = cloud.cpu(), edge.cpu()
         elapsed, enqueue_s, frames_down, frames_up = await cloud.line("done")
-        fig.hub_cpu_cloud_s = cloud.cpu() - cpu0[0]
-        fig.hub_cpu_edge_s = edge.cpu() - cpu0[1]
-        fig.hub_seconds = float(elapsed)
+        fig.cpu_cloud_s = cloud.cpu() - cpu0[0]
+        fig.cpu_edge_s = edge.cpu() - cpu0[1]
+        fig.seconds = float(elapsed)
         if not args.preload:
-            fig.hub_enqueue_seconds = float(enqueue_s)
-        fig.hub_frames_down, fig.hub_frames_up = int(frames_down), int(frames_up)
-        fig.hub_events_per_s = args.count / fig.hub_seconds
+            fig.enqueue_seconds = float(enqueue_s)
+        fig.frames_down, fig.frames_up = int(frames_down), int(frames_up)
+        fig.events_per_s = args.count / fig.seconds
         await edge.stop()
         applied, rows = map(int, await edge.line("applied"))
         if rows != args.count:
@@ -410,7 +441,6 @@ async def run_bare(args: argparse.Namespace, tmp: Path, fig: Figures) -> None:
 
 def report(fig: Figures) -> None:
     cores = os.cpu_count() or 1
-    hub_cpu = fig.hub_cpu_cloud_s + fig.hub_cpu_edge_s
     bare_cpu = fig.bare_cpu_server_s + fig.bare_cpu_client_s
     clock = {
         "live": "from the first enqueue (edge already connected; the producer enqueues while "
@@ -419,33 +449,39 @@ def report(fig: Figures) -> None:
     }[fig.mode]
     print(
         f"machine: {cores} cores, {platform.machine()}, Python {platform.python_version()}, "
-        f"grpcio {grpc.__version__}, loopback, no TLS"
+        f"grpcio {grpc.__version__}, loopback"
     )
     print(
         f"setup: {fig.count} events, object_json {fig.payload_bytes} B, window {fig.window} "
         f"un-acked, hub batch_size {CloudSettings.batch_size} envelopes per stream message"
     )
     print(f"hub clock: {clock} until the outbox is empty (all committed at the edge and acked)")
-    print(
-        f"hub:  {fig.count} events in {fig.hub_seconds:.3f} s = {fig.hub_events_per_s:,.0f} "
-        f"events/s (enqueue {fig.hub_enqueue_seconds:.3f} s; stream messages "
-        f"{fig.hub_frames_down} down, {fig.hub_frames_up} up); CPU cloud "
-        f"{fig.hub_cpu_cloud_s:.2f} s + edge {fig.hub_cpu_edge_s:.2f} s = "
-        f"{hub_cpu / fig.hub_seconds / cores:.0%} of {cores} cores, "
-        f"{hub_cpu / fig.count * 1e6:.0f} us CPU per event"
-    )
+    for name, run in (("hub (mutual TLS)", fig.hub_tls), ("hub (plaintext)", fig.hub_plaintext)):
+        cpu = run.cpu_cloud_s + run.cpu_edge_s
+        print(
+            f"{name}: {fig.count} events in {run.seconds:.3f} s = {run.events_per_s:,.0f} "
+            f"events/s (enqueue {run.enqueue_seconds:.3f} s; stream messages "
+            f"{run.frames_down} down, {run.frames_up} up); CPU cloud "
+            f"{run.cpu_cloud_s:.2f} s + edge {run.cpu_edge_s:.2f} s = "
+            f"{cpu / run.seconds / cores:.0%} of {cores} cores, "
+            f"{cpu / fig.count * 1e6:.0f} us CPU per event"
+        )
     print(
         f"bare: {fig.bare_count} msgs in {fig.bare_seconds:.3f} s = {fig.bare_msgs_per_s:,.0f} "
-        f"msgs/s (one envelope per stream message, echoed); CPU server "
+        f"msgs/s (plaintext, one envelope per stream message, echoed); CPU server "
         f"{fig.bare_cpu_server_s:.2f} s + client {fig.bare_cpu_client_s:.2f} s = "
         f"{bare_cpu / fig.bare_seconds / cores:.0%} of {cores} cores, "
         f"{bare_cpu / fig.bare_count * 1e6:.0f} us CPU per msg"
+    )
+    print(
+        f"ratio tls/plaintext: {fig.ratio_tls_plaintext:.2f} "
+        f"(mutual TLS costs the hub {1 - fig.ratio_tls_plaintext:.0%} of its rate)"
     )
     print(f"ratio: {fig.ratio:.2f}")
 
 
 def dump_logs(tmp: Path) -> None:
-    for log in sorted([*tmp.glob("*.log"), *tmp.glob("cp/logs/*.log")]):
+    for log in sorted([*tmp.glob("**/*.log")]):
         print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
 
 
@@ -464,7 +500,8 @@ async def parent(args: argparse.Namespace) -> Figures:
         except BaseException:
             dump_logs(Path(tmp))
             raise
-    fig.ratio = fig.hub_events_per_s / fig.bare_msgs_per_s
+    fig.ratio_tls_plaintext = fig.hub_tls.events_per_s / fig.hub_plaintext.events_per_s
+    fig.ratio = fig.hub_tls.events_per_s / fig.bare_msgs_per_s
     return fig
 
 
@@ -500,6 +537,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cloud", help=argparse.SUPPRESS)
     parser.add_argument("--port", help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", help=argparse.SUPPRESS)
+    parser.add_argument("--tls", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

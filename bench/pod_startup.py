@@ -47,6 +47,7 @@ from edge.edged.cri import CRI
 from keadm import pki
 from keadm.controlplane import ControlPlane, ControlPlaneSettings
 from keadm.processes import ProcessGroup
+from tests.support.cluster import new_token
 from tests.support.procs import Proc, python
 from tests.support.waiting import free_port
 
@@ -146,7 +147,7 @@ async def remove_sandboxes(cri: CRI) -> None:
 async def stack(tmp: Path) -> AsyncIterator[ControlPlane]:
     group = ProcessGroup()
     cp = ControlPlane(ControlPlaneSettings(tmp / "cp", "127.0.0.1:0"), group)
-    hub = f"127.0.0.1:{free_port()}"
+    hub, bootstrap = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     procs: list[Proc] = []
     edge_dir = tmp / "edge-1"
     try:
@@ -156,6 +157,8 @@ async def stack(tmp: Path) -> AsyncIterator[ControlPlane]:
             str(tmp / "cloud"),
             "--hub-listen",
             hub,
+            "--bootstrap-listen",
+            bootstrap,
             "--metrics-listen",
             "127.0.0.1:0",
             "--kubeconfig",
@@ -170,6 +173,10 @@ async def stack(tmp: Path) -> AsyncIterator[ControlPlane]:
             "edge-1",
             "--cloud",
             hub,
+            "--token",
+            await asyncio.to_thread(new_token, cp.kubeconfig, "edge-1"),
+            "--bootstrap",
+            bootstrap,
             "--images-dir",
             str(tmp / "images"),
             "--mqtt-listen",

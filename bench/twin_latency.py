@@ -44,6 +44,7 @@ from edge.eventbus.mqtt import MQTTClient, Received
 from keadm import pki
 from keadm.controlplane import ControlPlane, ControlPlaneSettings
 from keadm.processes import ProcessGroup
+from tests.support.cluster import new_token
 from tests.support.mqtt import start_mosquitto
 from tests.support.procs import Proc, python
 
@@ -105,6 +106,8 @@ async def cluster(tmp: Path, args: argparse.Namespace) -> AsyncIterator[tuple[Pa
                 str(cp.kubeconfig_for(pki.CLOUDCORE)),
                 "--hub-listen",
                 "127.0.0.1:0",
+                "--bootstrap-listen",
+                "127.0.0.1:0",
                 "--metrics-listen",
                 "127.0.0.1:0",
                 "--device-status-batch",
@@ -112,7 +115,9 @@ async def cluster(tmp: Path, args: argparse.Namespace) -> AsyncIterator[tuple[Pa
             ),
             "cloudcore",
         ).start()
-        hub = await port_from(cloud, "cloudhub serving HubService", r":(\d+)$")
+        hub = await port_from(cloud, "cloudhub serving HubService", r":(\d+) \(")
+        bootstrap = await port_from(cloud, "cloudhub serving BootstrapService", r":(\d+)$")
+        token = await asyncio.to_thread(new_token, cp.kubeconfig, NODE)
         edge = await Proc(
             python(
                 "edge.main",
@@ -122,6 +127,10 @@ async def cluster(tmp: Path, args: argparse.Namespace) -> AsyncIterator[tuple[Pa
                 NODE,
                 "--cloud",
                 f"127.0.0.1:{hub}",
+                "--token",
+                token,
+                "--bootstrap",
+                f"127.0.0.1:{bootstrap}",
                 "--mqtt-listen",
                 "127.0.0.1:0",
                 "--no-edged",

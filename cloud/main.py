@@ -8,7 +8,9 @@ from pathlib import Path
 
 from cloud.devicecontroller.module import DeviceController
 from cloud.edgecontroller.module import EdgeController
+from cloud.hub.authority import EdgeAuthority
 from cloud.hub.module import CloudHub
+from cloud.kube import Kube
 from cloud.metrics import CloudMetrics, MetricsServer
 from cloud.settings import CloudSettings
 from cloud.stream.module import CloudStream
@@ -39,7 +41,7 @@ def register_modules(supervisor: Supervisor, cfg: CloudSettings) -> CloudHub:
         )
     kubeconfig = Path(cfg.kubeconfig)
     metrics = CloudMetrics()
-    hub = CloudHub(bus, cfg, metrics)
+    hub = CloudHub(bus, cfg, metrics, None if cfg.insecure_hub else edge_authority(cfg))
     metrics.watch_hub(hub.connected_nodes, hub.queue_depths)
     sync = SyncController(bus, cfg, kubeconfig=kubeconfig)
     stream = CloudStream(bus, cfg)
@@ -69,6 +71,15 @@ def register_modules(supervisor: Supervisor, cfg: CloudSettings) -> CloudHub:
     supervisor.add(hub)
     supervisor.add(stream)
     return hub
+
+
+def edge_authority(cfg: CloudSettings) -> EdgeAuthority:
+    advertise = [h.strip() for h in cfg.hub_advertise_address.split(",") if h.strip()]
+    return EdgeAuthority(
+        Kube(Path(cfg.kubeconfig), name="edgeca", workers=2),
+        node_cert_lifetime=cfg.node_cert_lifetime,
+        advertise=advertise,
+    )
 
 
 async def run(cfg: CloudSettings) -> None:

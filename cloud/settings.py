@@ -14,6 +14,24 @@ MiB = 1024 * 1024
 class CloudSettings:
     data_dir: Path = setting(None, "directory for cloudcore's state (SQLite files)", required=True)
     hub_listen: str = setting("0.0.0.0:10000", "HOST:PORT where cloudhub serves HubService")
+    insecure_hub: bool = setting(
+        False,
+        "serve HubService in plaintext and believe the node-name each stream claims, with no "
+        "join (for debugging only: anyone who reaches the port can pose as any node)",
+    )
+    bootstrap_listen: str = setting(
+        "0.0.0.0:10002",
+        "HOST:PORT where nodes spend join tokens for their first certificate (BootstrapService, "
+        "plaintext; nothing secret crosses it)",
+    )
+    hub_advertise_address: str = setting(
+        "",
+        "extra host names and IPs (comma-separated) nodes dial the hub by; the hub's TLS "
+        "certificate names them besides 127.0.0.1, localhost and this host's name",
+    )
+    node_cert_lifetime: float = setting(
+        30 * 86400.0, "seconds a node's client certificate is valid (nodes renew at 80 %%)"
+    )
     max_message_bytes: int = setting(4 * MiB, "largest gRPC message cloudhub accepts or sends")
     keepalive_timeout: float = setting(30.0, "seconds of silence after which a node is dropped")
     resend_interval: float = setting(5.0, "seconds before an un-acked downstream message is resent")

@@ -4,6 +4,7 @@ Every string a route carries comes from here, so a typo is a NameError, not a si
 The values follow KubeEdge (edge/pkg/common/modules, beehive model) where KubeEdge has a name.
 """
 
+import re
 from enum import StrEnum
 
 
@@ -90,3 +91,10 @@ LEASE_NAMESPACE = "kube-node-lease"
 
 # gRPC call metadata key naming the edge node that opens a HubService stream.
 NODE_NAME_METADATA = "node-name"
+
+# A Kubernetes node name: a DNS subdomain (RFC 1123), at most 253 characters.
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def valid_node_name(name: str) -> bool:
+    return bool(_NODE_NAME.fullmatch(name))

@@ -17,6 +17,29 @@ class EdgeSettings:
     )
     node_name: str = setting(None, "this edge node's name (a Kubernetes node name)", required=True)
     cloud: str = setting("127.0.0.1:10000", "HOST:PORT of cloudcore's HubService")
+    token: str = setting(
+        "",
+        "join token (`keadm gettoken` prints one): spent once, on the first start, for the "
+        "node's client certificate (kept in DATA_DIR/pki and renewed by the node after that)",
+    )
+    bootstrap: str = setting(
+        "",
+        "HOST:PORT of cloudcore's BootstrapService, where --token is spent (default: the "
+        "host of --cloud, port 10002)",
+    )
+    join_only: bool = setting(
+        False,
+        "get the node's certificate (spending --token if it has none) and exit: to provision a "
+        "node ahead of time, or to give grpcurl a node certificate",
+    )
+    insecure_hub: bool = setting(
+        False,
+        "connect to the hub in plaintext, without a certificate (only against a cloudcore "
+        "started with --insecure-hub; for debugging, never on a real network)",
+    )
+    cert_rotate_fraction: float = setting(
+        0.8, "renew the node's certificate when this fraction of its lifetime has passed"
+    )
     max_message_bytes: int = setting(4 * MiB, "largest gRPC message edgehub sends or accepts")
     keepalive_interval: float = setting(15.0, "seconds between keepalives to the cloud")
     keepalive_timeout: float = setting(30.0, "seconds of cloud silence before reconnecting")

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from keadm import pki
+from common import certs
+from keadm import pki, tokens
 from keadm.controlplane import ControlPlane, ControlPlaneError, ControlPlaneSettings
 from keadm.processes import ProcessError, ProcessGroup, Spec
 
@@ -59,9 +60,59 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops all")
     serve = sub.add_parser("serve", help=argparse.SUPPRESS)  # the background supervisor of `up`
     _up_flags(serve)
-    reset = sub.add_parser("reset", help="stop everything `up` started and remove its data dir")
+    reset = sub.add_parser(
+        "reset", help="stop everything `up` or `join` started and remove its data dir"
+    )
     reset.add_argument("--data-dir", type=Path, required=True, help="the directory given to up")
+    join_cmd = sub.add_parser(
+        "join",
+        help="start an edgecore that joins a cloudcore elsewhere with a join token",
+        description="Start, supervised like `up` (logs in DATA_DIR/logs), an edgecore that "
+        "spends --token for its client certificate on the cloud's bootstrap port and then "
+        "connects to --cloud over mutual TLS. Arguments after `--` go to edgecore (e.g. its "
+        "own --mqtt-listen, --cni-bridge and --pod-cidr for a second node on one machine).",
+    )
+    _join_flags(join_cmd)
+    join_cmd.add_argument("--foreground", action="store_true", help="stay attached")
+    _join_flags(sub.add_parser("serve-join", help=argparse.SUPPRESS))
+    gettoken = sub.add_parser(
+        "gettoken",
+        help="print a join token for `keadm join` / `edgecore --token`",
+        description="Create a single-use join token (a Secret in namespace kubeedge) and print "
+        "it. It carries the edge CA's hash, so the joining node can check it reached the real "
+        "cloud. Needs an admin kubeconfig of the cluster cloudcore runs on.",
+    )
+    _kubeconfig_flags(gettoken)
+    gettoken.add_argument("--ttl", default="24h", help="how long it stays valid (24h, 90m, ...)")
+    gettoken.add_argument("--node-name", default="", help="only this node may join with it")
+    token = sub.add_parser("token", help="list or delete (revoke) join tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    _kubeconfig_flags(token_sub.add_parser("list", help="tokens not yet used, with expiry"))
+    delete = token_sub.add_parser("delete", help="revoke a token before it is used")
+    _kubeconfig_flags(delete)
+    delete.add_argument("token_id", help="the token's id (its first six characters) or all of it")
     return p
+
+
+def _kubeconfig_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="admin kubeconfig (default: $KUBECONFIG, or DATA_DIR/kubeconfig with --data-dir)",
+    )
+    p.add_argument("--data-dir", type=Path, help="the directory given to `keadm up`")
+
+
+def _join_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cloud", required=True, help="HOST:PORT of cloudcore's hub")
+    p.add_argument("--token", required=True, help="a join token from `keadm gettoken`")
+    p.add_argument("--node-name", required=True, help="this edge node's name")
+    p.add_argument("--data-dir", type=Path, required=True, help="where all state goes")
+    p.add_argument(
+        "--bootstrap", default="", help="HOST:PORT of the bootstrap port (default: HOST:10002)"
+    )
+    p.add_argument("--timeout", type=float, default=180, help="seconds to wait to connect")
+    p.add_argument("edge_args", nargs=argparse.REMAINDER, help="flags passed to edgecore")
 
 
 def _up_flags(p: argparse.ArgumentParser) -> None:
@@ -71,6 +122,11 @@ def _up_flags(p: argparse.ArgumentParser) -> None:
         "--api-listen", default="127.0.0.1:6443", help="HOST:PORT kube-apiserver serves on"
     )
     p.add_argument("--hub-listen", default="127.0.0.1:10000", help="cloudcore's hub address")
+    p.add_argument(
+        "--bootstrap-listen",
+        default="127.0.0.1:10002",
+        help="where cloudcore takes join tokens (BootstrapService)",
+    )
     p.add_argument(
         "--metrics-listen", default="127.0.0.1:9091", help="cloudcore's Prometheus metrics address"
     )
@@ -93,13 +149,15 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s keadm: %(message)s")
     try:
-        if args.command == "up":
+        if args.command in ("up", "join"):
             up(args)
-        elif args.command == "serve":
+        elif args.command in ("serve", "serve-join"):
             asyncio.run(serve(args))
+        elif args.command in ("gettoken", "token"):
+            _tokens(args)
         else:
             reset(args.data_dir)
-    except (KeadmError, ControlPlaneError, ProcessError) as exc:
+    except (KeadmError, ControlPlaneError, ProcessError, tokens.TokenError) as exc:
         print(f"keadm: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -136,7 +194,8 @@ def _save_state(data: Path, **values: Any) -> None:
 
 def up(args: argparse.Namespace) -> None:
     data: Path = args.data_dir.resolve()
-    _check_listen(args.api_listen, "--api-listen")
+    if args.command == "up":
+        _check_listen(args.api_listen, "--api-listen")
     running = _ours_alive(data)
     if running:
         raise KeadmError(
@@ -148,7 +207,8 @@ def up(args: argparse.Namespace) -> None:
     if args.foreground:
         asyncio.run(serve(args))
         return
-    argv = [sys.executable, "-m", "keadm.main", "serve", *_forwarded(args)]
+    command = "serve" if args.command == "up" else "serve-join"
+    argv = [sys.executable, "-m", "keadm.main", command, *_forwarded(args)]
     log_path = data / "logs" / "keadm.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
@@ -182,6 +242,11 @@ def _ours_alive(data: Path) -> list[str]:
 
 
 def _forwarded(args: argparse.Namespace) -> list[str]:
+    if args.command == "join":
+        out = ["--cloud", args.cloud, "--token", args.token, "--bootstrap", args.bootstrap]
+        out += ["--node-name", args.node_name, "--data-dir", str(args.data_dir.resolve())]
+        out += ["--timeout", str(args.timeout)]
+        return [*out, "--", *[a for a in args.edge_args if a != "--"]]
     out = [
         "--metrics-listen",
         args.metrics_listen,
@@ -193,6 +258,8 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
         args.api_listen,
         "--hub-listen",
         args.hub_listen,
+        "--bootstrap-listen",
+        args.bootstrap_listen,
         "--timeout",
         str(args.timeout),
     ]
@@ -218,7 +285,7 @@ def _follow_until_ready(
                 time.sleep(0.2)
                 continue
             print(line.rstrip(), flush=True)
-            if "is Ready" in line:
+            if line.rstrip().endswith((" is Ready", " is connected")):
                 return
     raise KeadmError(f"{args.node_name} not Ready in time; see the logs under {data / 'logs'}")
 
@@ -261,6 +328,11 @@ async def _until_stop(work: asyncio.Future[Any], stop: asyncio.Event) -> bool:
 
 
 async def _start_and_wait(group: ProcessGroup, data: Path, args: argparse.Namespace) -> None:
+    if args.command == "serve-join":
+        await _start_edgecore(group, data, args, ["--cloud", args.cloud, "--token", args.token])
+        await _wait_connected(data / "logs" / f"{args.node_name}.log", args.timeout)
+        log.info("%s is connected", args.node_name)
+        return
     kubeconfig = await _start_all(group, data, args)
     await _wait_node_ready(kubeconfig, args.node_name, args.timeout)
     log.info("%s is Ready", args.node_name)
@@ -269,15 +341,6 @@ async def _start_and_wait(group: ProcessGroup, data: Path, args: argparse.Namesp
 
 
 async def _start_all(group: ProcessGroup, data: Path, args: argparse.Namespace) -> Path:
-    images = data / "images"
-    if not (images / "busybox.tar").exists():
-        log.info("building the demo images into %s", images)
-        await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, str(ROOT / "scripts" / "build-image.py"), "--out", str(images)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
     tunnel: list[str] = []  # a user's cluster reaches kubelets its own way
     if args.kubeconfig:
         kubeconfig = args.kubeconfig.resolve()
@@ -305,6 +368,8 @@ async def _start_all(group: ProcessGroup, data: Path, args: argparse.Namespace) 
                 str(kubeconfig),
                 "--hub-listen",
                 args.hub_listen,
+                "--bootstrap-listen",
+                args.bootstrap_listen,
                 "--metrics-listen",
                 args.metrics_listen,
                 *tunnel,
@@ -312,6 +377,48 @@ async def _start_all(group: ProcessGroup, data: Path, args: argparse.Namespace) 
             data / "logs" / "cloudcore.log",
         )
     )
+    link = ["--cloud", args.hub_listen, "--bootstrap", args.bootstrap_listen]
+    if not _has_certificate(data / args.node_name):  # not joined yet, or expired offline
+        admin = args.kubeconfig.resolve() if args.kubeconfig else data / "kubeconfig"
+        token = await asyncio.to_thread(_node_token, admin, args.node_name)
+        link += ["--token", str(token)]
+    await _start_edgecore(group, data, args, link)
+    return args.kubeconfig.resolve() if args.kubeconfig else data / "kubeconfig"
+
+
+def _has_certificate(node_dir: Path) -> bool:
+    """Whether the node holds a certificate that is still valid (it renews it itself)."""
+    path = node_dir / "pki" / "node.crt"
+    try:
+        cert = certs.load_cert(path.read_bytes(), str(path))
+    except (OSError, certs.CertError):
+        return False
+    return cert.not_valid_after_utc > certs.now()
+
+
+def _node_token(admin: Path, node: str) -> str:
+    """A short-lived token for `node` only, once cloudcore has made the edge CA."""
+    core = tokens.core_api(admin)
+    try:
+        return str(tokens.create(core, tokens.parse_duration("1h"), node, wait=60))
+    finally:
+        core.api_client.close()
+
+
+async def _start_edgecore(
+    group: ProcessGroup, data: Path, args: argparse.Namespace, link: list[str]
+) -> None:
+    images = data / "images"
+    if not (images / "busybox.tar").exists():
+        log.info("building the demo images into %s", images)
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, str(ROOT / "scripts" / "build-image.py"), "--out", str(images)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    if getattr(args, "bootstrap", None):
+        link += ["--bootstrap", args.bootstrap]
     edge_args = [a for a in args.edge_args if a != "--"]
     await group.add(
         Spec(
@@ -322,8 +429,7 @@ async def _start_all(group: ProcessGroup, data: Path, args: argparse.Namespace) 
                 str(data / args.node_name),
                 "--node-name",
                 args.node_name,
-                "--cloud",
-                args.hub_listen,
+                *link,
                 "--images-dir",
                 str(images),
                 *edge_args,
@@ -331,7 +437,21 @@ async def _start_all(group: ProcessGroup, data: Path, args: argparse.Namespace) 
             data / "logs" / f"{args.node_name}.log",
         )
     )
-    return args.kubeconfig.resolve() if args.kubeconfig else data / "kubeconfig"
+
+
+async def _wait_connected(log_path: Path, timeout: float) -> None:
+    """Until edgecore's log says its hub stream is up (or it exited: its log says why)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                text = await asyncio.to_thread(log_path.read_text, errors="replace")
+                if "edgehub: connected to" in text:
+                    return
+                if "joined as" not in text and "refused to join" in text:
+                    raise KeadmError(f"the cloud refused to join; see {log_path}")
+                await asyncio.sleep(0.3)
+    except TimeoutError:
+        raise KeadmError(f"not connected after {timeout:.0f}s; see {log_path}") from None
 
 
 async def _wait_node_ready(kubeconfig: Path, node: str, timeout: float) -> None:
@@ -370,6 +490,14 @@ def _ready_status(core: Any, node: str) -> str:
 
 
 def _next_steps(data: Path, args: argparse.Namespace) -> str:
+    if args.command in ("join", "serve-join"):
+        return f"""
+{args.node_name} joined {args.cloud} and is connected.
+Its certificate and key: {data / args.node_name / "pki"}
+On the cloud side: kubectl get node {args.node_name}
+Logs: {data / "logs"}
+Stop and remove this node: keadm reset --data-dir {data}
+"""
     kubeconfig = args.kubeconfig.resolve() if args.kubeconfig else data / "kubeconfig"
     kubectl = _bin("kubectl")
     ex = ROOT / "examples"
@@ -385,6 +513,31 @@ kubeedge-py is up. Try:
 Logs of every component: {data / "logs"}
 Stop and remove everything: keadm reset --data-dir {data}
 """
+
+
+def _tokens(args: argparse.Namespace) -> None:
+    """gettoken, token list, token delete."""
+    kubeconfig = args.kubeconfig
+    if kubeconfig is None and args.data_dir is not None:
+        kubeconfig = args.data_dir / "kubeconfig"
+    if kubeconfig is None and os.environ.get("KUBECONFIG"):
+        kubeconfig = Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
+    if kubeconfig is None:
+        raise KeadmError("which cluster? give --kubeconfig, --data-dir or set KUBECONFIG")
+    core = tokens.core_api(kubeconfig)
+    try:
+        if args.command == "gettoken":
+            print(tokens.create(core, tokens.parse_duration(args.ttl), args.node_name))
+        elif args.token_command == "delete":
+            tokens.delete(core, args.token_id)
+            _say(f"token {args.token_id.split('.', 1)[0]} deleted: it can no longer join a node")
+        else:
+            print(f"{'ID':<8} {'EXPIRES':<22} {'NODE':<20} STATE")
+            for t in tokens.list_tokens(core):
+                state = "expired" if t.expired else "valid"
+                print(f"{t.id:<8} {t.expires:<22} {t.node_name or '(any)':<20} {state}")
+    finally:
+        core.api_client.close()
 
 
 def _signal(pid: int, sig: int) -> None:

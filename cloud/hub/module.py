@@ -1,9 +1,13 @@
 """cloudhub: the gRPC end of every edge node's link, and the bus module behind it.
 
 What it does:
-- serves HubService.Connect (grpc.aio) with the standard health service and server reflection;
-- one NodeSession per node (node name from the "node-name" call metadata); a newer stream
-  for a node replaces the older one;
+- serves HubService.Connect and CertificateService.Renew (grpc.aio) over mutual TLS, with the
+  standard health service and server reflection; a client must present a certificate of the
+  edge CA (authority.py), and a stream's node is the one its certificate names
+  (`system:node:NAME`); a "node-name" metadata that disagrees is refused (PERMISSION_DENIED);
+- serves BootstrapService.Join on --bootstrap-listen, where a node spends a join token;
+- with --insecure-hub only: plaintext, no join, and the node is whatever "node-name" says;
+- one NodeSession per node; a newer stream for a node replaces the older one;
 - downstream: cloud modules send envelopes whose resource is `node/{node}/{ns}/{type}/{name}`;
   cloudhub stores them in the per-node durable Outbox (collapse, RV order, resend) and streams
   them in batches; replies to an edge's request skip the outbox;
@@ -18,15 +22,13 @@ What it does:
   error (503), so a waiting client sees its stream end.
 
 What it does not: decide what a node should receive (edgecontroller, devicecontroller and
-synccontroller do), or authenticate nodes: a stream's node is the one its "node-name" metadata
-names (a later issue binds it to a client certificate; the link is plaintext).
+synccontroller do).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,11 +36,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from kubeedge.hub.v1 import hub_pb2, hub_pb2_grpc
+from kubeedge.hub.v1 import certificates_pb2, certificates_pb2_grpc, hub_pb2, hub_pb2_grpc
 
+from cloud.hub.authority import EdgeAuthority, Refused
 from cloud.hub.authorizer import Denied, NodeAuthorizer, Verdict
 from cloud.hub.inbox import Inbox
 from cloud.hub.session import NodeSession
+from cloud.kubeerrors import KubeAPIError
 from cloud.metrics import CloudMetrics
 from cloud.settings import CloudSettings
 from common.bus import Bus
@@ -53,16 +57,19 @@ from common.envelope import (
     with_node,
 )
 from common.errors import BadMessage, UnknownModule
+from common.join import NODE_USER_PREFIX
 from common.link import LinkFeeder
-from common.names import NODE_NAME_METADATA, Group, Module, Operation
+from common.names import NODE_NAME_METADATA, Group, Module, Operation, valid_node_name
 from common.outbox import Outbox
 from common.settings import split_host_port
 from common.sqlite import Database
 
 log = logging.getLogger(__name__)
 
-NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 SERVICE_NAME = hub_pb2.DESCRIPTOR.services_by_name["HubService"].full_name
+CERTIFICATES = certificates_pb2.DESCRIPTOR.services_by_name
+RENEW_SERVICE = CERTIFICATES["CertificateService"].full_name
+BOOTSTRAP_SERVICE = CERTIFICATES["BootstrapService"].full_name
 
 
 class CloudHub:
@@ -70,11 +77,18 @@ class CloudHub:
     group: str = Group.HUB
 
     def __init__(
-        self, bus: Bus, settings: CloudSettings, metrics: CloudMetrics | None = None
+        self,
+        bus: Bus,
+        settings: CloudSettings,
+        metrics: CloudMetrics | None = None,
+        authority: EdgeAuthority | None = None,
     ) -> None:
+        if authority is None and not settings.insecure_hub:
+            raise ValueError("cloudhub needs the edge CA (authority) unless --insecure-hub")
         self.bus = bus
         self.settings = settings
         self.metrics = metrics
+        self.authority = authority
         self.db = Database(Path(settings.data_dir) / "cloudhub.db", "SELECT 1")
         self.outbox = Outbox(
             self.db,
@@ -89,7 +103,9 @@ class CloudHub:
         self.streams: dict[str, tuple[str, str]] = {}  # query id -> (node, module that asked)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
+        self.bootstrap_server: grpc.aio.Server | None = None
         self.port = 0
+        self.bootstrap_port = 0
         self.started = asyncio.Event()
 
     # -- module lifecycle ------------------------------------------------------------------
@@ -105,8 +121,13 @@ class CloudHub:
             await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
             await self.server.stop(self.settings.stop_grace)
             self.server = None
+        if self.bootstrap_server is not None:
+            await self.bootstrap_server.stop(self.settings.stop_grace)
+            self.bootstrap_server = None
         await self.outbox.flush_acks()
         self.db.close()
+        if self.authority is not None:
+            await self.authority.kube.close()
 
     async def _start_server(self) -> None:
         limit = self.settings.max_message_bytes
@@ -118,16 +139,58 @@ class CloudHub:
         )
         hub_pb2_grpc.add_HubServiceServicer_to_server(_Servicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        names = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME]
         host, port = split_host_port(self.settings.hub_listen, "--hub-listen")
-        self.port = server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        if self.authority is None:
+            log.warning(
+                "cloudhub: --insecure-hub: plaintext, and a stream's node is whatever its "
+                "node-name metadata claims; for debugging only, never on a real network"
+            )
+            self.port = server.add_insecure_port(address)
+            mode = "plaintext"
+        else:
+            await self.authority.load()
+            await self._start_bootstrap()
+            certificates_pb2_grpc.add_CertificateServiceServicer_to_server(
+                _Renewer(self.authority), server
+            )
+            names.append(RENEW_SERVICE)
+            self.port = server.add_secure_port(address, self._tls(host))
+            mode = "mutual TLS"
+        reflection.enable_server_reflection(names, server)
         await server.start()
         self.server = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("cloudhub serving HubService on %s:%d", host, self.port)
+        log.info("cloudhub serving HubService on %s:%d (%s)", host, self.port, mode)
         self.started.set()
+
+    def _tls(self, host: str) -> grpc.ServerCredentials:
+        assert self.authority is not None
+        identity = self.authority.serving_identity(host)
+        return grpc.ssl_server_credentials(
+            [(identity.key_pem, identity.cert_pem)],
+            root_certificates=identity.ca_pem,
+            require_client_auth=True,
+        )
+
+    async def _start_bootstrap(self) -> None:
+        assert self.authority is not None
+        if self.bootstrap_server is not None:  # run() restarted after a later step failed
+            return
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024)])
+        certificates_pb2_grpc.add_BootstrapServiceServicer_to_server(
+            _Bootstrap(self.authority), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [BOOTSTRAP_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        host, port = split_host_port(self.settings.bootstrap_listen, "--bootstrap-listen")
+        self.bootstrap_port = server.add_insecure_port(f"{host}:{port}")
+        await server.start()
+        self.bootstrap_server = server
+        log.info("cloudhub serving BootstrapService on %s:%d", host, self.bootstrap_port)
 
     async def _set_health(self, status: int) -> None:
         await self.health.set(health.OVERALL_HEALTH, status)
@@ -380,14 +443,23 @@ class _Servicer(hub_pb2_grpc.HubServiceServicer):  # type: ignore[misc]  # gener
     async def Connect(
         self, request_iterator: AsyncIterator[hub_pb2.ConnectRequest], context: Any
     ) -> None:
-        metadata = dict(context.invocation_metadata() or ())
-        node = metadata.get(NODE_NAME_METADATA, "")
+        claimed = dict(context.invocation_metadata() or ()).get(NODE_NAME_METADATA, "")
+        if self.hub.authority is None:
+            node = claimed
+        else:
+            node = await certified_node(context)
+            if claimed and claimed != node:
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"the client certificate is for node {node!r}; it may not connect as "
+                    f"{claimed!r}",
+                )
         if not node:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"call metadata must name the edge node in {NODE_NAME_METADATA!r}",
             )
-        if not NODE_NAME.match(node):
+        if not valid_node_name(node):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"node name {node!r} is not a valid Kubernetes node name",
@@ -401,3 +473,55 @@ class _Servicer(hub_pb2_grpc.HubServiceServicer):  # type: ignore[misc]  # gener
             await context.abort(grpc.StatusCode.ABORTED, session.end_reason)
         if session.end_reason.startswith("no message"):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, session.end_reason)
+
+
+async def certified_node(context: Any) -> str:
+    """The node the caller's client certificate names, or abort UNAUTHENTICATED."""
+    auth = context.auth_context() or {}
+    names = auth.get("x509_common_name") or []
+    user = names[0].decode("utf-8", "replace") if names else ""
+    if not user.startswith(NODE_USER_PREFIX):
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED,
+            f"a node certificate (CN {NODE_USER_PREFIX}NAME) is required; got {user!r}",
+        )
+    return user.removeprefix(NODE_USER_PREFIX)
+
+
+class _Renewer(certificates_pb2_grpc.CertificateServiceServicer):  # type: ignore[misc]
+    def __init__(self, authority: EdgeAuthority) -> None:
+        self.authority = authority
+
+    async def Renew(
+        self, request: certificates_pb2.RenewRequest, context: Any
+    ) -> certificates_pb2.RenewResponse:
+        node = await certified_node(context)
+        try:
+            return self.authority.renew(node, request.csr_der)
+        except Refused as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.reason)
+            raise  # abort raises; this line is never reached
+
+
+class _Bootstrap(certificates_pb2_grpc.BootstrapServiceServicer):  # type: ignore[misc]
+    def __init__(self, authority: EdgeAuthority) -> None:
+        self.authority = authority
+
+    async def Join(
+        self, request: certificates_pb2.JoinRequest, context: Any
+    ) -> certificates_pb2.JoinResponse:
+        try:
+            return await self.authority.join(request)
+        except KubeAPIError as exc:
+            log.error("cloudhub: join as %r failed: %s", request.node_name[:253], exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot check the token: {exc}")
+            raise
+        except Refused as exc:
+            log.warning("cloudhub: join as %r refused: %s", request.node_name[:253], exc.reason)
+            code = (
+                grpc.StatusCode.INVALID_ARGUMENT
+                if exc.malformed
+                else grpc.StatusCode.UNAUTHENTICATED
+            )
+            await context.abort(code, exc.reason)
+            raise

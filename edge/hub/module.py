@@ -1,10 +1,13 @@
 """edgehub: the edge end of the link — connect, keep alive, reconnect, move envelopes.
 
 What it does:
-- opens one HubService.Connect stream to cloudcore, naming the node in call metadata, and
-  reconnects with jittered exponential backoff (reconnect_initial doubling to reconnect_max)
-  whenever the stream breaks or the cloud goes silent for keepalive_timeout;
+- opens one HubService.Connect stream to cloudcore over mutual TLS with the node's
+  certificate (identity.py; plaintext only with --insecure-hub), naming the node in call
+  metadata too, and reconnects with jittered exponential backoff (reconnect_initial
+  doubling to reconnect_max) whenever the stream breaks or the cloud goes silent for
+  keepalive_timeout;
 - sends a keepalive every keepalive_interval;
+- renews the node's certificate before it expires and reconnects with the new one;
 - upstream: edge modules send envelopes to edgehub on the bus; replies (acks, answers) go out
   as control messages, everything else waits in the durable SQLite Outbox until the cloud's
   ack removes it — across reconnects and edgecore restarts;
@@ -30,6 +33,7 @@ from common.link import LinkFeeder
 from common.names import NODE_NAME_METADATA, Group, Module, Operation
 from common.outbox import Outbox
 from common.sqlite import Database
+from edge.hub.identity import NodeIdentity
 from edge.settings import EdgeSettings
 
 log = logging.getLogger(__name__)
@@ -42,9 +46,12 @@ class EdgeHub:
     name: str = Module.EDGEHUB
     group: str = Group.HUB
 
-    def __init__(self, bus: Bus, settings: EdgeSettings, db: Database) -> None:
+    def __init__(
+        self, bus: Bus, settings: EdgeSettings, db: Database, identity: NodeIdentity | None
+    ) -> None:
         self.bus = bus
         self.settings = settings
+        self.identity = identity  # None: plaintext (--insecure-hub)
         frame_limit = settings.max_message_bytes - 1024
         self.outbox = Outbox(
             db,
@@ -59,9 +66,13 @@ class EdgeHub:
         self.connects = 0
         self._last_heard = time.monotonic()
         self._heard = False
+        self._renewed = asyncio.Event()
 
     async def run(self) -> None:
-        await asyncio.gather(self._link_loop(), self._upstream(), self._flush_acks())
+        loops = [self._link_loop(), self._upstream(), self._flush_acks()]
+        if self.identity is not None:
+            loops.append(self.identity.rotate_loop(self._renewed.set))
+        await asyncio.gather(*loops)
 
     async def close(self) -> None:
         await self.outbox.flush_acks()
@@ -88,7 +99,8 @@ class EdgeHub:
             ("grpc.use_local_subchannel_pool", 1),
         ]
         self._heard = False
-        async with grpc.aio.insecure_channel(self.settings.cloud, options=options) as channel:
+        self._renewed.clear()
+        async with self._channel(options) as channel:
             stub = hub_pb2_grpc.HubServiceStub(channel)
             call = stub.Connect(metadata=((NODE_NAME_METADATA, self.settings.node_name),))
             self.outbox.reset(CLOUD)
@@ -97,9 +109,12 @@ class EdgeHub:
                 asyncio.create_task(self._read(call), name="edgehub-read"),
                 asyncio.create_task(self._write(call), name="edgehub-write"),
                 asyncio.create_task(self._keepalive(), name="edgehub-keepalive"),
+                asyncio.create_task(self._renewed.wait(), name="edgehub-renewed"),
             ]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if self._renewed.is_set():
+                    log.info("edgehub: reconnecting with the renewed certificate")
                 for task in done:
                     exc = task.exception()
                     if isinstance(exc, grpc.aio.AioRpcError):
@@ -113,6 +128,12 @@ class EdgeHub:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 call.cancel()
         return self._heard
+
+    def _channel(self, options: list[tuple[str, int]]) -> grpc.aio.Channel:
+        if self.identity is None:
+            return grpc.aio.insecure_channel(self.settings.cloud, options=options)
+        creds = self.identity.credentials().channel()
+        return grpc.aio.secure_channel(self.settings.cloud, creds, options=options)
 
     async def _read(self, call: HubCall) -> None:
         while True:

@@ -20,6 +20,15 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+async def cloud(tmp_path: Path, kube: TestControlPlane) -> AsyncIterator[tuple[Cluster, str]]:
+    """A cloudcore process on the real control plane, and its hub's address."""
+    hub = f"127.0.0.1:{free_port()}"
+    cluster = await start_cluster(tmp_path / "cloud", kube, "--hub-listen", hub, *FAST_CLOUD)
+    yield cluster, hub
+    await cluster.proc.terminate()
+
+
+@pytest.fixture
 async def stack(
     tmp_path: Path, images: Path, kube: TestControlPlane
 ) -> AsyncIterator[tuple[Cluster, Node]]:
@@ -28,7 +37,13 @@ async def stack(
     cluster = await start_cluster(
         tmp_path / "cloud", kube, "--hub-listen", f"127.0.0.1:{hub_port}", *FAST_CLOUD
     )
-    node = await start_node("edge-1", tmp_path / "edge", f"127.0.0.1:{hub_port}", images)
+    node = await start_node(
+        "edge-1",
+        tmp_path / "edge",
+        f"127.0.0.1:{hub_port}",
+        images,
+        *await cluster.join_flags("edge-1"),
+    )
     try:
         await eventually(lambda: node_ready(cluster), 60, "edge-1 Ready")
         yield cluster, node

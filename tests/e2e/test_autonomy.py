@@ -84,9 +84,13 @@ async def world(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator
         )
         proxy = await FaultProxy(hub_port).start()
         images = await asyncio.to_thread(build_images, tmp_path / "images")
-        nodes.append(await start_node("edge-1", tmp_path / "edge-1", proxy.address, images))
+        joined = await cluster.join_flags("edge-1")
+        nodes.append(
+            await start_node("edge-1", tmp_path / "edge-1", proxy.address, images, *joined)
+        )
         direct = f"127.0.0.1:{hub_port}"
-        nodes.append(await start_node("edge-2", tmp_path / "edge-2", direct, images))
+        joined = await cluster.join_flags("edge-2")
+        nodes.append(await start_node("edge-2", tmp_path / "edge-2", direct, images, *joined))
         for name in ("edge-1", "edge-2"):
             await eventually(lambda n=name: node_ready(cluster, n), 60, f"{name} Ready")
         yield World(cluster, nodes[0], proxy)

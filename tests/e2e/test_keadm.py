@@ -1,6 +1,6 @@
 """keadm as a user runs it: `keadm up` starts the real control plane, cloudcore and edge-1 under
-a background supervisor that restarts what dies; `keadm reset` stops all of it and removes
-the data dir."""
+a background supervisor that restarts what dies; `keadm gettoken` and `keadm join` add a node;
+`keadm reset` stops all of it and removes the data dir."""
 
 from __future__ import annotations
 
@@ -53,11 +53,7 @@ def pids(data: Path) -> dict[str, int]:
     return dict(json.loads((data / "keadm.json").read_text())["pids"])
 
 
-@pytest.fixture
-def data(tmp_path: Path) -> Iterator[Path]:
-    """keadm's data dir; whatever the test leaves up there is reset, even on a timeout."""
-    path = tmp_path / "ke"
-    yield path
+def reset_if_up(path: Path) -> None:
     if (path / "keadm.json").exists():
         subprocess.run(
             [sys.executable, "-m", "keadm.main", "reset", "--data-dir", str(path)],
@@ -65,23 +61,72 @@ def data(tmp_path: Path) -> Iterator[Path]:
         )  # fmt: skip
 
 
-async def up(data: Path) -> str:
+@pytest.fixture
+def data(tmp_path: Path) -> Iterator[Path]:
+    """keadm's data dirs (`up`'s, and one for a node that joins); whatever the test leaves up
+    there is reset, even on a timeout."""
+    path = tmp_path / "kubeedge"
+    yield path
+    reset_if_up(tmp_path / "joined")
+    reset_if_up(path)
+
+
+def edge_flags() -> list[str]:
+    """An edgecore's own MQTT port, bridge and subnet, so two run side by side."""
     suffix = random.randint(1000, 9999)
+    return [
+        "--mqtt-listen", "127.0.0.1:0", "--cni-bridge", f"kek{suffix}",
+        "--pod-cidr", f"10.{200 + suffix % 50}.{suffix % 250}.0/24",
+    ]  # fmt: skip
+
+
+async def up(data: Path) -> tuple[str, str, str]:
+    """keadm up on free ports; its output, and the hub's and bootstrap port's addresses."""
+    hub, bootstrap = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     code, out = await keadm(
         "up", "--data-dir", str(data),
-        "--api-listen", f"127.0.0.1:{free_port()}", "--hub-listen", f"127.0.0.1:{free_port()}",
-        "--metrics-listen", f"127.0.0.1:{free_port()}",
-        "--", "--mqtt-listen", "127.0.0.1:0", "--cni-bridge", f"kek{suffix}",
-        "--pod-cidr", f"10.{200 + suffix % 50}.{suffix % 250}.0/24",
+        "--api-listen", f"127.0.0.1:{free_port()}", "--hub-listen", hub,
+        "--metrics-listen", f"127.0.0.1:{free_port()}", "--bootstrap-listen", bootstrap,
+        "--", *edge_flags(),
     )  # fmt: skip
     assert code == 0, out
-    return out
+    return out, hub, bootstrap
+
+
+async def node_ready(data: Path, name: str) -> bool:
+    try:
+        out = await kubectl(data, "get", "node", name, "-o", "json")
+    except AssertionError:  # not registered yet
+        return False
+    conditions = json.loads(out).get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+async def join_second_node(data: Path, hub: str, bootstrap: str) -> None:
+    """keadm gettoken on the cloud side, keadm join of edge-2 elsewhere: Ready; then reset."""
+    code, out = await keadm("gettoken", "--data-dir", str(data), "--node-name", "edge-2")
+    assert code == 0, out
+    token = out.strip().splitlines()[-1]
+    joined = data.parent / "joined"
+    code, out = await keadm(
+        "join", "--cloud", hub, "--bootstrap", bootstrap, "--token", token,
+        "--node-name", "edge-2", "--data-dir", str(joined), "--", *edge_flags(),
+    )  # fmt: skip
+    assert code == 0 and "edge-2 is connected" in out, out
+    await eventually(lambda: node_ready(data, "edge-2"), 60, "edge-2 Ready")
+    pki = joined / "edge-2" / "pki"
+    assert {p.name: p.stat().st_mode & 0o777 for p in pki.iterdir()} == {
+        "ca.crt": 0o600, "node.crt": 0o600, "node.key": 0o600,
+    }  # fmt: skip
+    code, out = await keadm("reset", "--data-dir", str(joined), timeout=180)
+    assert code == 0, out
+    assert not exists(joined)
 
 
 async def test_up_supervises_the_control_plane_and_reset_removes_everything(data: Path) -> None:
     """up: every component runs, the node is Ready for kubectl; a killed scheduler is
     restarted; a second up is refused; reset stops every process and removes the dir."""
-    out = await up(data)
+    out, hub, bootstrap = await up(data)
     assert "edge-1 is Ready" in out and "KUBECONFIG" in out
     started = pids(data)
     assert COMPONENTS | {"edge-1"} == set(started)
@@ -92,6 +137,7 @@ async def test_up_supervises_the_control_plane_and_reset_removes_everything(data
     (node,) = json.loads(nodes)["items"]
     assert node["metadata"]["name"] == "edge-1"
     assert node["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.37")
+    await join_second_node(data, hub, bootstrap)
 
     os.kill(started["kube-scheduler"], signal.SIGKILL)
 

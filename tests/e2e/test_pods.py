@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from typing import Any
 
 import pytest
 
 from tests.support.cluster import Cluster
 from tests.support.edgenode import Node, node_ready
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, http_get
 
 pytestmark = pytest.mark.e2e
 
@@ -62,14 +61,6 @@ async def pod(cluster: Cluster, name: str) -> dict[str, Any]:
         return {}
 
 
-def fetch(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return str(resp.read().decode())
-    except OSError:
-        return ""
-
-
 async def test_pod_serves_configmap_and_follows_its_changes(stack: tuple[Cluster, Node]) -> None:
     """A pod on the CNI bridge goes Running, serves its configmap over HTTP at its pod IP,
     serves the new content after the configmap changes, and shows its output in kubectl logs."""
@@ -91,12 +82,12 @@ async def test_pod_serves_configmap_and_follows_its_changes(stack: tuple[Cluster
     container = p["status"]["containerStatuses"][0]
     assert container["containerID"].startswith("containerd://") and container["imageID"]
     url = f"http://{ip}:8080/index.html"
-    assert await asyncio.to_thread(fetch, url) == "version one\n"
+    assert await asyncio.to_thread(http_get, url) == "version one\n"
     changed = {**CONTENT, "data": {**CONTENT["data"], "index.html": "version two\n"}}
     await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(changed))
 
     async def updated() -> bool:
-        return await asyncio.to_thread(fetch, url) == "version two\n"
+        return await asyncio.to_thread(http_get, url) == "version two\n"
 
     await eventually(updated, 30, "the served file to change")
     logs = await cluster.kubectl("logs", "web")

@@ -80,7 +80,7 @@ def mode(path: Path) -> int:
 @pytest.fixture
 async def tampered(tmp_path: Path, images: Path) -> AsyncIterator[tuple[FakeHub, Node]]:
     hub = await FakeHub().start()
-    node = await start_node("edge-1", tmp_path / "edge", hub.address, images)
+    node = await start_node("edge-1", tmp_path / "edge", hub.address, images, "--insecure-hub")
     try:
         yield hub, node
     finally:

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster, start_cluster
-from tests.support.controlplane import TestControlPlane
-from tests.support.edgenode import FAST_CLOUD, Node, build_images, node_ready, start_node
-from tests.support.waiting import eventually, free_port
+from tests.support.cluster import Cluster
+from tests.support.edgenode import Node, build_images, node_ready, start_node
+from tests.support.waiting import eventually, http_get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 IMAGE = "kubeedge-py/busybox:latest"
@@ -25,14 +23,6 @@ IMAGE = "kubeedge-py/busybox:latest"
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_images(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture
-async def cloud(tmp_path: Path, kube: TestControlPlane) -> AsyncIterator[tuple[Cluster, str]]:
-    hub = f"127.0.0.1:{free_port()}"
-    cluster = await start_cluster(tmp_path / "cloud", kube, "--hub-listen", hub, *FAST_CLOUD)
-    yield cluster, hub
-    await cluster.proc.terminate()
 
 
 @pytest.fixture
@@ -46,21 +36,14 @@ async def nodes(
     try:
         for i in range(1, count + 1):
             name = f"edge-{i}"
-            started.append(await start_node(name, tmp_path / name, hub, images))
+            joined = await cluster.join_flags(name)
+            started.append(await start_node(name, tmp_path / name, hub, images, *joined))
         for node in started:
             await eventually(lambda n=node: node_ready(cluster, n.name), 60, f"{node.name} Ready")
         yield started
     finally:
         for node in started:
             await node.stop_and_reset()
-
-
-def http_get(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return str(resp.read().decode())
-    except OSError:
-        return ""
 
 
 async def pods(cluster: Cluster, selector: str) -> list[dict[str, Any]]:

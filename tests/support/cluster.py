@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keadm import tokens
 from tests.support.controlplane import TestControlPlane
 from tests.support.procs import Proc, python
+from tests.support.waiting import free_port
 
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"
 
@@ -22,6 +24,8 @@ class Cluster:
     data_dir: Path
     control_plane: TestControlPlane
     extra: list[str]
+    bootstrap: str
+    """HOST:PORT of cloudcore's BootstrapService (where nodes spend join tokens)."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -45,6 +49,14 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {err.decode()}")
         return out.decode() if check else out.decode() + err.decode()
 
+    async def token(self, node: str = "", ttl: str = "10m") -> str:
+        """A join token made as `keadm gettoken` makes it (for `node` only, if given)."""
+        return await asyncio.to_thread(new_token, self.kubeconfig, node, ttl)
+
+    async def join_flags(self, node: str) -> list[str]:
+        """edgecore flags that join this cluster as `node` with a fresh token."""
+        return ["--token", await self.token(node), "--bootstrap", self.bootstrap]
+
     async def get_json(self, *args: str) -> Any:
         return json.loads(await self.kubectl("get", *args, "-o", "json"))
 
@@ -53,7 +65,19 @@ class Cluster:
             await self.proc.kill()
         else:
             await self.proc.terminate()
-        self.proc = await start_proc(self.data_dir, self.control_plane, self.extra)
+        self.proc = await start_proc(self.data_dir, self.control_plane, self.all_flags)
+
+    @property
+    def all_flags(self) -> list[str]:
+        return ["--bootstrap-listen", self.bootstrap, *self.extra]
+
+
+def new_token(kubeconfig: Path, node: str = "", ttl: str = "10m") -> str:
+    core = tokens.core_api(kubeconfig)
+    try:
+        return str(tokens.create(core, tokens.parse_duration(ttl), node, wait=30))
+    finally:
+        core.api_client.close()
 
 
 async def start_proc(data_dir: Path, cp: TestControlPlane, extra: list[str]) -> Proc:
@@ -80,4 +104,6 @@ async def start_proc(data_dir: Path, cp: TestControlPlane, extra: list[str]) -> 
 
 async def start_cluster(data_dir: Path, cp: TestControlPlane, *extra: str) -> Cluster:
     """cloudcore on `cp` (the `kube` fixture: the session's control plane, wiped after)."""
-    return Cluster(await start_proc(data_dir, cp, list(extra)), data_dir, cp, list(extra))
+    bootstrap = f"127.0.0.1:{free_port()}"
+    flags = ["--bootstrap-listen", bootstrap, *extra]
+    return Cluster(await start_proc(data_dir, cp, flags), data_dir, cp, list(extra), bootstrap)

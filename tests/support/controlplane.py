@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from common import join
 from keadm import pki
 from keadm.controlplane import ControlPlane, ControlPlaneSettings, kubeedge_crds
 from keadm.processes import Backoff, ProcessGroup
@@ -128,6 +129,7 @@ class TestControlPlane:
             for prefix, plural in NAMESPACED:
                 self._clear(f"{prefix}/namespaces/{ns}/{plural}", plural)
         self._drop_test_crds()
+        self._drop_join_tokens()
         self._wait_no_pods()
 
     def _clear(self, path: str, plural: str) -> None:
@@ -170,6 +172,13 @@ class TestControlPlane:
                 ns, pod = name.split("/")
                 self.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{pod}?gracePeriodSeconds=0")
             time.sleep(0.2)
+
+    def _drop_join_tokens(self) -> None:
+        """Tokens a test made and did not spend (the edge CA in kubeedge stays)."""
+        path = f"/api/v1/namespaces/{join.NAMESPACE}/secrets"
+        _, listing = self.request("GET", f"{path}?fieldSelector=type%3D{join.TOKEN_SECRET_TYPE}")
+        for secret in listing.get("items", []):
+            self.request("DELETE", f"{path}/{secret['metadata']['name']}")
 
     def _drop_test_crds(self) -> None:
         ours = {crd["metadata"]["name"] for crd in kubeedge_crds()}

@@ -47,7 +47,7 @@ async def main() -> None:
     logs.setup(cfg.log_level, "edgecore+producer")
     db = open_database(cfg)
     supervisor = Supervisor(Bus())
-    hub = register_modules(supervisor, cfg, db)
+    hub = register_modules(supervisor, cfg, db, None)
     supervisor.add(Producer(hub, count))
     await serve(supervisor, "edgecore+producer")
 

@@ -51,6 +51,14 @@ class Proc:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._new_line.wait(), 0.5)
 
+    async def wait(self, timeout: float) -> int:
+        """Until the process exits on its own; its exit code."""
+        assert self._proc is not None
+        code = await asyncio.wait_for(self._proc.wait(), timeout)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, 5)
+        return code
+
     def output(self) -> str:
         return "\n".join(self.lines[-40:])
 

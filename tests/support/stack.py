@@ -22,6 +22,7 @@ from tests.support.modules import Recorder
 
 FAST_CLOUD: dict[str, Any] = {
     "hub_listen": "127.0.0.1:0",
+    "insecure_hub": True,  # these stacks test the hub's logic; tests/e2e run it over mTLS
     "metrics_listen": "127.0.0.1:0",
     "keepalive_timeout": 1.5,
     "resend_interval": 0.5,
@@ -29,6 +30,7 @@ FAST_CLOUD: dict[str, Any] = {
 }
 FAST_EDGE: dict[str, Any] = {
     "edged": False,
+    "insecure_hub": True,
     "mqtt_listen": "127.0.0.1:0",
     "keepalive_interval": 0.2,
     "keepalive_timeout": 1.5,
@@ -95,7 +97,7 @@ async def start_edge(data_dir: Path, node: str, cloud: str, **overrides: Any) ->
     cfg = EdgeSettings(data_dir=data_dir, node_name=node, cloud=cloud, **{**FAST_EDGE, **overrides})
     db = open_database(cfg)
     supervisor = Supervisor(Bus(), Backoff(0.05, 0.2), stop_timeout=2)
-    hub = register_edge(supervisor, cfg, db)
+    hub = register_edge(supervisor, cfg, db, None)
     meta = supervisor.get(Module.METAMANAGER)
     assert isinstance(meta, MetaManager)
     recorder = Recorder(supervisor.bus, "test-edged", Group.EDGED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -33,3 +34,12 @@ async def eventually(
         if loop.time() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def http_get(url: str) -> str:
+    """The body at `url`, or "" when nothing answers (blocking: run it in a thread)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""

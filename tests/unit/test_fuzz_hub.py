@@ -137,7 +137,11 @@ async def hub(tmp_path: Path) -> AsyncIterator[CloudHub]:
     bus = Bus()
     bus.register(Module.DEVICETWIN, Group.TWIN)
     settings_ = CloudSettings(
-        data_dir=tmp_path, hub_listen="127.0.0.1:0", max_message_bytes=LIMIT, stop_grace=0.1
+        data_dir=tmp_path,
+        hub_listen="127.0.0.1:0",
+        insecure_hub=True,
+        max_message_bytes=LIMIT,
+        stop_grace=0.1,
     )
     hub = CloudHub(bus, settings_)
     await hub._start_server()
