@@ -32,6 +32,11 @@ class CloudSettings:
     node_cert_lifetime: float = setting(
         30 * 86400.0, "seconds a node's client certificate is valid (nodes renew at 80 %%)"
     )
+    revocation_check_period: float = setting(
+        10.0,
+        "seconds between checks that connected nodes' certificates were not revoked since "
+        "they connected (`keadm node revoke`)",
+    )
     max_message_bytes: int = setting(4 * MiB, "largest gRPC message cloudhub accepts or sends")
     keepalive_timeout: float = setting(30.0, "seconds of silence after which a node is dropped")
     resend_interval: float = setting(5.0, "seconds before an un-acked downstream message is resent")

@@ -210,13 +210,17 @@ def names_in(cert: x509.Certificate) -> Sequence[SanName]:
 def write_file(path: Path, data: bytes, mode: int) -> None:
     """Write through a temporary file and rename, so a crash never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(fd, mode)  # the umask may have narrowed it, and an old tmp file kept its own
-        f.write(data)
-        f.flush()
-        os.fsync(fd)
-    os.replace(tmp, path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, mode)  # the umask may have narrowed it; an old tmp file kept its own
+            f.write(data)
+            f.flush()
+            os.fsync(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def now() -> dt.datetime:

@@ -23,6 +23,9 @@ NAMESPACE = "kubeedge"
 CA_SECRET = "cloudcore-ca"
 TOKEN_SECRET_PREFIX = "edge-join-token-"
 TOKEN_SECRET_TYPE = "kubeedge.io/join-token"
+# One Secret: node name -> time (RFC 3339); that node's certificates issued then or before
+# are refused (`keadm node revoke`).
+REVOCATION_SECRET = "edge-node-revocations"
 # Who a node's certificate says it is, as the kubelet's does.
 NODE_USER_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"
@@ -78,7 +81,7 @@ def token_secret(token: JoinToken, expires: dt.datetime, node_name: str = "") ->
     data = {
         "token-id": token.id,
         "token-secret": token.secret,
-        "expiration": expires.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "expiration": format_time(expires),
         "usage": "join",
     }
     if node_name:
@@ -105,6 +108,18 @@ def secret_fields(obj: dict[str, Any]) -> dict[str, str]:
 
 def parse_expiry(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
+def format_time(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def shipped_to_nodes(namespace: str, name: str) -> bool:
+    """Whether a Secret may ever be sent to an edge node: never the edge CA, join tokens or
+    revocations, whatever a pod references."""
+    if namespace != NAMESPACE:
+        return True
+    return name not in (CA_SECRET, REVOCATION_SECRET) and not name.startswith(TOKEN_SECRET_PREFIX)
 
 
 def request_proof(secret: str, node_name: str, csr_der: bytes) -> bytes:

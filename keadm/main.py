@@ -12,6 +12,11 @@ Ctrl-C stops everything (pods keep running on the node, as when a kubelet stops)
 `keadm reset --data-dir DIR` stops everything `up` started — pods, the node's containerd, every
 process — and removes DIR.
 
+`keadm gettoken` prints a single-use join token (`--node-name` binds it to one node; `--ttl`);
+`keadm token list` / `keadm token delete ID` show and revoke unused ones; `keadm node revoke N`
+cuts a node off. `keadm join --cloud HOST:PORT --token T --node-name N --data-dir DIR` starts,
+supervised like `up`, an edgecore that joins that cloud (docs/security.md).
+
 It imports neither cloud/ nor edge/: it drives their commands, as a user would.
 """
 
@@ -29,6 +34,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +56,10 @@ def _bin(name: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="keadm", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    # serve and serve-join (the background supervisors of up and join) stay out of --help.
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="{up,join,reset,gettoken,token,node}"
+    )
     up = sub.add_parser(
         "up",
         help="start the control plane, cloudcore and an edgecore on this machine",
@@ -58,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _up_flags(up)
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops all")
-    serve = sub.add_parser("serve", help=argparse.SUPPRESS)  # the background supervisor of `up`
+    serve = sub.add_parser("serve")
     _up_flags(serve)
     reset = sub.add_parser(
         "reset", help="stop everything `up` or `join` started and remove its data dir"
@@ -74,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _join_flags(join_cmd)
     join_cmd.add_argument("--foreground", action="store_true", help="stay attached")
-    _join_flags(sub.add_parser("serve-join", help=argparse.SUPPRESS))
+    _join_flags(sub.add_parser("serve-join"))
     gettoken = sub.add_parser(
         "gettoken",
         help="print a join token for `keadm join` / `edgecore --token`",
@@ -91,6 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     delete = token_sub.add_parser("delete", help="revoke a token before it is used")
     _kubeconfig_flags(delete)
     delete.add_argument("token_id", help="the token's id (its first six characters) or all of it")
+    node = sub.add_parser("node", help="cut a node off")
+    node_sub = node.add_subparsers(dest="node_command", required=True)
+    revoke = node_sub.add_parser(
+        "revoke",
+        help="refuse every certificate the node holds now (its stream ends within "
+        "cloudcore's --revocation-check-period); it can join again with a new token",
+    )
+    _kubeconfig_flags(revoke)
+    revoke.add_argument("node_name", help="the node to cut off")
     return p
 
 
@@ -145,15 +164,29 @@ def _up_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("edge_args", nargs=argparse.REMAINDER, help="flags passed to edgecore")
 
 
+@dataclass(frozen=True)
+class Mode:
+    """What `up` and `join` do differently; the supervisor around them is the same."""
+
+    serve: str  # the hidden command the background supervisor runs
+    forwarded: Callable[[argparse.Namespace], list[str]]
+    start: Callable[[ProcessGroup, Path, argparse.Namespace], Awaitable[None]]
+    next_steps: Callable[[Path, argparse.Namespace], str]
+
+
+def _mode(args: argparse.Namespace) -> Mode:
+    return MODES[{"serve": "up", "serve-join": "join"}.get(args.command, args.command)]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s keadm: %(message)s")
     try:
-        if args.command in ("up", "join"):
+        if args.command in MODES:
             up(args)
         elif args.command in ("serve", "serve-join"):
             asyncio.run(serve(args))
-        elif args.command in ("gettoken", "token"):
+        elif args.command in ("gettoken", "token", "node"):
             _tokens(args)
         else:
             reset(args.data_dir)
@@ -193,8 +226,10 @@ def _save_state(data: Path, **values: Any) -> None:
 
 
 def up(args: argparse.Namespace) -> None:
+    """`keadm up` or `keadm join`: a supervisor in the background (or here, --foreground)."""
+    mode = _mode(args)
     data: Path = args.data_dir.resolve()
-    if args.command == "up":
+    if mode is UP:
         _check_listen(args.api_listen, "--api-listen")
     running = _ours_alive(data)
     if running:
@@ -207,8 +242,7 @@ def up(args: argparse.Namespace) -> None:
     if args.foreground:
         asyncio.run(serve(args))
         return
-    command = "serve" if args.command == "up" else "serve-join"
-    argv = [sys.executable, "-m", "keadm.main", command, *_forwarded(args)]
+    argv = [sys.executable, "-m", "keadm.main", mode.serve, *mode.forwarded(args)]
     log_path = data / "logs" / "keadm.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
@@ -222,7 +256,7 @@ def up(args: argparse.Namespace) -> None:
     _save_state(data, supervisor=proc.pid, node=args.node_name)
     _say(f"supervisor started (pid {proc.pid}); progress in {log_path}")
     _follow_until_ready(data, proc, log_path, args)
-    print(_next_steps(data, args), flush=True)
+    print(mode.next_steps(data, args), flush=True)
 
 
 def _check_listen(value: str, flag: str) -> None:
@@ -241,12 +275,14 @@ def _ours_alive(data: Path) -> list[str]:
     return [name for name, pid in recorded.items() if pid and _is_ours(pid, data)]
 
 
-def _forwarded(args: argparse.Namespace) -> list[str]:
-    if args.command == "join":
-        out = ["--cloud", args.cloud, "--token", args.token, "--bootstrap", args.bootstrap]
-        out += ["--node-name", args.node_name, "--data-dir", str(args.data_dir.resolve())]
-        out += ["--timeout", str(args.timeout)]
-        return [*out, "--", *[a for a in args.edge_args if a != "--"]]
+def _forwarded_join(args: argparse.Namespace) -> list[str]:
+    out = ["--cloud", args.cloud, "--token", args.token, "--bootstrap", args.bootstrap]
+    out += ["--node-name", args.node_name, "--data-dir", str(args.data_dir.resolve())]
+    out += ["--timeout", str(args.timeout)]
+    return [*out, "--", *[a for a in args.edge_args if a != "--"]]
+
+
+def _forwarded_up(args: argparse.Namespace) -> list[str]:
     out = [
         "--metrics-listen",
         args.metrics_listen,
@@ -328,16 +364,25 @@ async def _until_stop(work: asyncio.Future[Any], stop: asyncio.Event) -> bool:
 
 
 async def _start_and_wait(group: ProcessGroup, data: Path, args: argparse.Namespace) -> None:
-    if args.command == "serve-join":
-        await _start_edgecore(group, data, args, ["--cloud", args.cloud, "--token", args.token])
-        await _wait_connected(data / "logs" / f"{args.node_name}.log", args.timeout)
-        log.info("%s is connected", args.node_name)
-        return
+    mode = _mode(args)
+    await mode.start(group, data, args)
+    if getattr(args, "foreground", False):  # `keadm up` prints them itself otherwise
+        print(mode.next_steps(data, args), flush=True)
+
+
+async def _start_up(group: ProcessGroup, data: Path, args: argparse.Namespace) -> None:
     kubeconfig = await _start_all(group, data, args)
     await _wait_node_ready(kubeconfig, args.node_name, args.timeout)
     log.info("%s is Ready", args.node_name)
-    if getattr(args, "foreground", False):  # `keadm up` prints them itself otherwise
-        print(_next_steps(data, args), flush=True)
+
+
+async def _start_join(group: ProcessGroup, data: Path, args: argparse.Namespace) -> None:
+    link = ["--cloud", args.cloud, "--token", args.token]
+    if args.bootstrap:
+        link += ["--bootstrap", args.bootstrap]
+    await _start_edgecore(group, data, args, link)
+    await _wait_connected(data / "logs" / f"{args.node_name}.log", args.timeout)
+    log.info("%s is connected", args.node_name)
 
 
 async def _start_all(group: ProcessGroup, data: Path, args: argparse.Namespace) -> Path:
@@ -388,7 +433,7 @@ async def _start_all(group: ProcessGroup, data: Path, args: argparse.Namespace) 
 
 def _has_certificate(node_dir: Path) -> bool:
     """Whether the node holds a certificate that is still valid (it renews it itself)."""
-    path = node_dir / "pki" / "node.crt"
+    path = node_dir / "pki" / "node.pem"  # key and certificate
     try:
         cert = certs.load_cert(path.read_bytes(), str(path))
     except (OSError, certs.CertError):
@@ -417,8 +462,6 @@ async def _start_edgecore(
             check=True,
             stdout=subprocess.DEVNULL,
         )
-    if getattr(args, "bootstrap", None):
-        link += ["--bootstrap", args.bootstrap]
     edge_args = [a for a in args.edge_args if a != "--"]
     await group.add(
         Spec(
@@ -489,15 +532,17 @@ def _ready_status(core: Any, node: str) -> str:
     return "registered; waiting for Ready"
 
 
-def _next_steps(data: Path, args: argparse.Namespace) -> str:
-    if args.command in ("join", "serve-join"):
-        return f"""
+def _next_steps_join(data: Path, args: argparse.Namespace) -> str:
+    return f"""
 {args.node_name} joined {args.cloud} and is connected.
 Its certificate and key: {data / args.node_name / "pki"}
 On the cloud side: kubectl get node {args.node_name}
 Logs: {data / "logs"}
 Stop and remove this node: keadm reset --data-dir {data}
 """
+
+
+def _next_steps_up(data: Path, args: argparse.Namespace) -> str:
     kubeconfig = args.kubeconfig.resolve() if args.kubeconfig else data / "kubeconfig"
     kubectl = _bin("kubectl")
     ex = ROOT / "examples"
@@ -516,7 +561,7 @@ Stop and remove everything: keadm reset --data-dir {data}
 
 
 def _tokens(args: argparse.Namespace) -> None:
-    """gettoken, token list, token delete."""
+    """gettoken, token list, token delete, node revoke."""
     kubeconfig = args.kubeconfig
     if kubeconfig is None and args.data_dir is not None:
         kubeconfig = args.data_dir / "kubeconfig"
@@ -528,6 +573,12 @@ def _tokens(args: argparse.Namespace) -> None:
     try:
         if args.command == "gettoken":
             print(tokens.create(core, tokens.parse_duration(args.ttl), args.node_name))
+        elif args.command == "node":
+            when = tokens.revoke_node(core, args.node_name)
+            _say(
+                f"certificates of {args.node_name} issued up to {when:%Y-%m-%d %H:%M:%S} UTC "
+                f"are refused; to let it back: keadm gettoken --node-name {args.node_name}"
+            )
         elif args.token_command == "delete":
             tokens.delete(core, args.token_id)
             _say(f"token {args.token_id.split('.', 1)[0]} deleted: it can no longer join a node")
@@ -603,6 +654,9 @@ def _remove_pods_and_runtime(node_dir: Path) -> None:
             "so `keadm reset` can try again"
         )
 
+
+UP = Mode("serve", _forwarded_up, _start_up, _next_steps_up)
+MODES = {"up": UP, "join": Mode("serve-join", _forwarded_join, _start_join, _next_steps_join)}
 
 if __name__ == "__main__":
     main()

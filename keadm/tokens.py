@@ -1,5 +1,7 @@
 """Join tokens, as `keadm gettoken` and `keadm token` handle them: Secrets in namespace
-kubeedge that cloudcore checks (and deletes) when a node spends one.
+kubeedge that cloudcore checks (and deletes) when a node spends one. And `keadm node revoke`:
+a time per node in the Secret kubeedge/edge-node-revocations, before which that node's
+certificates are refused.
 
 Everything goes through the cluster's API with the caller's kubeconfig (an admin's); nothing
 here talks to cloudcore. The CA hash comes from the edge CA Secret cloudcore creates at its
@@ -123,6 +125,42 @@ def list_tokens(core: client.CoreV1Api) -> list[TokenInfo]:
             TokenInfo(fields.get("token-id", "?"), expires, fields.get("node-name", ""), expired)
         )
     return sorted(out, key=lambda t: t.expires)
+
+
+def revoke_node(core: client.CoreV1Api, node: str, attempts: int = 5) -> dt.datetime:
+    """Refuse every certificate of `node` issued up to now; returns that time."""
+    when = certs.now().replace(microsecond=0)
+    value = base64.b64encode(join.format_time(when).encode()).decode()
+    for _ in range(attempts):  # read-modify-write; a concurrent revoke makes us read again
+        try:
+            secret = core.read_namespaced_secret(join.REVOCATION_SECRET, join.NAMESPACE)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise TokenError(f"reading revocations: {_api_error(exc)}") from None
+            body = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": join.REVOCATION_SECRET, "namespace": join.NAMESPACE},
+                "data": {node: value},
+            }
+            if _try(core.create_namespaced_secret, join.NAMESPACE, body):
+                return when
+            continue
+        secret.data = {**(secret.data or {}), node: value}
+        if _try(core.replace_namespaced_secret, join.REVOCATION_SECRET, join.NAMESPACE, secret):
+            return when
+    raise TokenError("revocations kept changing under us; try again")
+
+
+def _try(call: Any, *args: Any) -> bool:
+    """True if the write went through, False on a conflict (someone wrote first)."""
+    try:
+        call(*args)
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise TokenError(f"writing revocations: {_api_error(exc)}") from None
+    return True
 
 
 def _api_error(exc: ApiException) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.envelope import Message, new_message, resource, with_node
+from common.join import shipped_to_nodes
 from common.names import Group, Module, Operation, ResourceType
 
 Obj = dict[str, Any]
@@ -84,7 +85,8 @@ def digest(obj: Obj) -> str:
 
 def references(pod: Obj) -> frozenset[Ref]:
     """The configmaps and secrets a pod uses: volumes, projected sources, env, envFrom and
-    imagePullSecrets, all in the pod's namespace."""
+    imagePullSecrets, all in the pod's namespace (but never kubeedge's own: the edge CA, join
+    tokens, revocations)."""
     ns = meta(pod).get("namespace") or "default"
     spec = pod.get("spec") or {}
     refs: set[Ref] = set()
@@ -97,7 +99,8 @@ def references(pod: Obj) -> frozenset[Ref]:
     for secret in spec.get("imagePullSecrets") or []:
         if secret.get("name"):
             refs.add((SECRET.kind, ns, secret["name"]))
-    return frozenset(refs)
+    # The edge CA and join tokens never leave the cloud, whatever a pod asks for.
+    return frozenset(r for r in refs if r[0] != SECRET.kind or shipped_to_nodes(ns, r[2]))
 
 
 def _volume_refs(volumes: list[Obj]) -> Iterator[tuple[str, str]]:

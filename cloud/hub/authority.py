@@ -13,8 +13,12 @@ What it does:
 - Renew (CertificateService): signs a new certificate for the node the caller's current
   certificate names.
 
-What it does not: keep a list of issued certificates. Node certificates are short-lived
-(--node-cert-lifetime) and renewed by the node; see docs/security.md for revoking.
+- a token made without a node name joins new nodes only (an existing Node needs a token made
+  for it), so a spare token cannot take over a running node;
+- revocation: `keadm node revoke N` records a time in Secret kubeedge/edge-node-revocations;
+  N's certificates issued then or before are refused (stream, renewal).
+
+What it does not: keep a list of issued certificates (a revocation is per node and time).
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from kubeedge.hub.v1 import certificates_pb2 as pb
 from kubernetes import client
 
 from cloud.kube import Kube, Obj
-from cloud.kubeerrors import Conflict, NotFound
+from cloud.kubeerrors import Conflict, KubeAPIError, NotFound
 from common import certs, join
+from common.errors import ConfigError
 from common.names import valid_node_name
 
 log = logging.getLogger(__name__)
@@ -61,11 +66,14 @@ class ServingIdentity:
 
 class EdgeAuthority:
     def __init__(self, kube: Kube, *, node_cert_lifetime: float, advertise: list[str]) -> None:
+        if node_cert_lifetime <= 0:
+            raise ConfigError("--node-cert-lifetime must be a positive number of seconds")
         self.kube = kube
         self.node_cert_lifetime = dt.timedelta(seconds=node_cert_lifetime)
         self.advertise = advertise
         self.ca_cert: x509.Certificate | None = None
         self._ca_key: certs.PrivateKey | None = None
+        self.revoked: dict[str, dt.datetime] = {}  # as last read
 
     async def load(self) -> None:
         """Read the CA from its Secret, creating it if no cloudcore has yet."""
@@ -130,16 +138,69 @@ class EdgeAuthority:
         secret = await self._token_secret(request.token_id)
         fields = join.secret_fields(secret)
         self._check_token(request, fields)
+        if not fields.get("node-name"):
+            await self._refuse_existing(node, request.token_id)
+        cert_pem = self._sign(node, csr)  # before spending: nothing can fail after the spend
         await self._spend(secret)
-        cert_pem = self._sign(node, csr)
         proof = join.response_proof(fields["token-secret"], cert_pem, self.ca_pem)
         log.info("node %s joined with token %s", node, request.token_id)
         return pb.JoinResponse(certificate_pem=cert_pem, ca_pem=self.ca_pem, proof=proof)
 
-    def renew(self, node: str, csr_der: bytes) -> pb.RenewResponse:
+    async def renew(self, node: str, current: x509.Certificate, csr_der: bytes) -> pb.RenewResponse:
+        await self.check_not_revoked(node, current, strict=True)
         cert_pem = self._sign(node, _csr(csr_der))
         log.info("renewed the certificate of node %s", node)
         return pb.RenewResponse(certificate_pem=cert_pem, ca_pem=self.ca_pem)
+
+    async def _refuse_existing(self, node: str, token_id: str) -> None:
+        """A token made for no node in particular joins new nodes only: taking over a
+        registered node needs a token made for it (`keadm gettoken --node-name`)."""
+        try:
+            await self.kube.read(self.kube.core.read_node, node)
+        except NotFound:
+            return
+        raise Refused(
+            f"node {node!r} already exists; join token {token_id!r} is not for it (make one "
+            f"with `keadm gettoken --node-name {node}` to join it again)"
+        )
+
+    # -- revocation -----------------------------------------------------------------------
+
+    async def revocations(self) -> dict[str, dt.datetime]:
+        """Node -> the time up to which its certificates are refused."""
+        try:
+            obj: Obj = await self.kube.read(
+                self.kube.core.read_namespaced_secret, join.REVOCATION_SECRET, join.NAMESPACE
+            )
+        except NotFound:
+            return {}
+        out = {}
+        for node, when in join.secret_fields(obj).items():
+            try:
+                out[node] = join.parse_expiry(when)
+            except ValueError:
+                log.warning("revocation of node %s has no valid time: %r", node, when)
+        self.revoked = out
+        return out
+
+    @staticmethod
+    def is_revoked(cert: x509.Certificate, before: dt.datetime | None) -> bool:
+        return before is not None and cert.not_valid_before_utc <= before
+
+    async def check_not_revoked(self, node: str, cert: x509.Certificate, *, strict: bool) -> None:
+        """Refused if `node`'s certificates up to `cert`'s issue time were revoked. When the
+        API cannot be read: `strict` refuses (renewal mints new credentials); otherwise the
+        last revocations read decide (a stream; the periodic sweep ends it later if need be)."""
+        try:
+            revoked = await self.revocations()
+        except KubeAPIError as exc:
+            if strict:
+                raise
+            log.warning("cannot read revocations (%s); using the last ones read", exc)
+            revoked = self.revoked
+        before = revoked.get(node)
+        if self.is_revoked(cert, before):
+            raise Refused(f"the certificates of node {node!r} were revoked at {before}")
 
     async def _token_secret(self, token_id: str) -> Obj:
         unknown = f"join token {token_id!r} is unknown, already used or revoked"

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from kubeedge.hub.v1 import certificates_pb2, certificates_pb2_grpc, hub_pb2, hub_pb2_grpc
@@ -45,6 +46,7 @@ from cloud.hub.session import NodeSession
 from cloud.kubeerrors import KubeAPIError
 from cloud.metrics import CloudMetrics
 from cloud.settings import CloudSettings
+from common import certs
 from common.bus import Bus
 from common.envelope import (
     Message,
@@ -70,6 +72,7 @@ SERVICE_NAME = hub_pb2.DESCRIPTOR.services_by_name["HubService"].full_name
 CERTIFICATES = certificates_pb2.DESCRIPTOR.services_by_name
 RENEW_SERVICE = CERTIFICATES["CertificateService"].full_name
 BOOTSTRAP_SERVICE = CERTIFICATES["BootstrapService"].full_name
+BOOTSTRAP_CONCURRENCY = 16  # joins in progress at once; each costs a few API calls
 
 
 class CloudHub:
@@ -114,7 +117,11 @@ class CloudHub:
         if self.server is None:
             await self._start_server()
         await self._redeliver()
-        await asyncio.gather(self._downstream(), self._housekeeping())
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(self._downstream(), name="cloudhub-downstream")
+            loops.create_task(self._housekeeping(), name="cloudhub-housekeeping")
+            if self.authority is not None:
+                loops.create_task(self._revocation_sweep(), name="cloudhub-revocations")
 
     async def close(self) -> None:
         if self.server is not None:
@@ -178,7 +185,10 @@ class CloudHub:
         assert self.authority is not None
         if self.bootstrap_server is not None:  # run() restarted after a later step failed
             return
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024)])
+        server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", 64 * 1024)],
+            maximum_concurrent_rpcs=BOOTSTRAP_CONCURRENCY,  # beyond: RESOURCE_EXHAUSTED
+        )
         certificates_pb2_grpc.add_BootstrapServiceServicer_to_server(
             _Bootstrap(self.authority), server
         )
@@ -398,9 +408,24 @@ class CloudHub:
             await self.outbox.flush_acks()
             await self.inbox.prune()
 
+    async def _revocation_sweep(self) -> None:
+        """End the streams of nodes whose certificates were revoked since they connected."""
+        assert self.authority is not None
+        while True:
+            await asyncio.sleep(self.settings.revocation_check_period)
+            try:
+                revoked = await self.authority.revocations()
+            except KubeAPIError as exc:
+                log.warning("cloudhub: cannot read revocations: %s", exc)
+                continue
+            for node, session in list(self.sessions.items()):
+                before = revoked.get(node)
+                if session.cert is not None and self.authority.is_revoked(session.cert, before):
+                    session.end(f"certificate revoked (node {node}'s certificates up to {before})")
+
     # -- sessions --------------------------------------------------------------------------
 
-    def open_session(self, node: str) -> NodeSession:
+    def open_session(self, node: str, cert: x509.Certificate | None = None) -> NodeSession:
         old = self.sessions.get(node)
         if old is not None:
             old.end("replaced by a newer stream from the same node")
@@ -411,7 +436,7 @@ class CloudHub:
             batch_size=self.settings.batch_size,
             max_frame_bytes=self.settings.max_message_bytes - 1024,
         )
-        session = NodeSession(node, feeder, self.settings.keepalive_timeout, self.metrics)
+        session = NodeSession(node, feeder, self.settings.keepalive_timeout, self.metrics, cert)
         self.sessions[node] = session
         log.info("cloudhub: node %s connected", node)
         return session
@@ -440,20 +465,31 @@ class _Servicer(hub_pb2_grpc.HubServiceServicer):  # type: ignore[misc]  # gener
     def __init__(self, hub: CloudHub) -> None:
         self.hub = hub
 
+    async def _certified(self, context: Any, claimed: str) -> tuple[str, x509.Certificate]:
+        """The certificate's node, if it may connect as the node it claims (if it claims one)
+        and its certificates are not revoked; else abort."""
+        assert self.hub.authority is not None
+        node, cert = await certified_node(context)
+        if claimed and claimed != node:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the client certificate is for node {node!r}; it may not connect as {claimed!r}",
+            )
+        try:
+            await self.hub.authority.check_not_revoked(node, cert, strict=False)
+        except Refused as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.reason)
+        return node, cert
+
     async def Connect(
         self, request_iterator: AsyncIterator[hub_pb2.ConnectRequest], context: Any
     ) -> None:
         claimed = dict(context.invocation_metadata() or ()).get(NODE_NAME_METADATA, "")
+        cert: x509.Certificate | None = None
         if self.hub.authority is None:
             node = claimed
         else:
-            node = await certified_node(context)
-            if claimed and claimed != node:
-                await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"the client certificate is for node {node!r}; it may not connect as "
-                    f"{claimed!r}",
-                )
+            node, cert = await self._certified(context, claimed)
         if not node:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -464,28 +500,32 @@ class _Servicer(hub_pb2_grpc.HubServiceServicer):  # type: ignore[misc]  # gener
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"node name {node!r} is not a valid Kubernetes node name",
             )
-        session = self.hub.open_session(node)
+        session = self.hub.open_session(node, cert)
         try:
             await session.serve(context, self.hub.on_frame)
         finally:
             self.hub.close_session(session)
+        if session.end_reason.startswith("certificate"):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, session.end_reason)
         if session.end_reason.startswith("replaced"):
             await context.abort(grpc.StatusCode.ABORTED, session.end_reason)
         if session.end_reason.startswith("no message"):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, session.end_reason)
 
 
-async def certified_node(context: Any) -> str:
-    """The node the caller's client certificate names, or abort UNAUTHENTICATED."""
+async def certified_node(context: Any) -> tuple[str, x509.Certificate]:
+    """The node the caller's client certificate names, and that certificate; or abort
+    UNAUTHENTICATED."""
     auth = context.auth_context() or {}
     names = auth.get("x509_common_name") or []
     user = names[0].decode("utf-8", "replace") if names else ""
-    if not user.startswith(NODE_USER_PREFIX):
+    pems = auth.get("x509_pem_cert") or []
+    if not user.startswith(NODE_USER_PREFIX) or not pems:
         await context.abort(
             grpc.StatusCode.UNAUTHENTICATED,
             f"a node certificate (CN {NODE_USER_PREFIX}NAME) is required; got {user!r}",
         )
-    return user.removeprefix(NODE_USER_PREFIX)
+    return user.removeprefix(NODE_USER_PREFIX), certs.load_cert(pems[0])
 
 
 class _Renewer(certificates_pb2_grpc.CertificateServiceServicer):  # type: ignore[misc]
@@ -495,12 +535,23 @@ class _Renewer(certificates_pb2_grpc.CertificateServiceServicer):  # type: ignor
     async def Renew(
         self, request: certificates_pb2.RenewRequest, context: Any
     ) -> certificates_pb2.RenewResponse:
-        node = await certified_node(context)
+        node, current = await certified_node(context)
         try:
-            return self.authority.renew(node, request.csr_der)
-        except Refused as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.reason)
+            return await self.authority.renew(node, current, request.csr_der)
+        except KubeAPIError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot renew now: {exc}")
             raise  # abort raises; this line is never reached
+        except Refused as exc:
+            await _refuse(context, exc)
+            raise
+
+
+async def _refuse(context: Any, refused: Refused) -> None:
+    """Abort the call: INVALID_ARGUMENT for a malformed request, else UNAUTHENTICATED."""
+    malformed = grpc.StatusCode.INVALID_ARGUMENT
+    await context.abort(
+        malformed if refused.malformed else grpc.StatusCode.UNAUTHENTICATED, refused.reason
+    )
 
 
 class _Bootstrap(certificates_pb2_grpc.BootstrapServiceServicer):  # type: ignore[misc]
@@ -518,10 +569,5 @@ class _Bootstrap(certificates_pb2_grpc.BootstrapServiceServicer):  # type: ignor
             raise
         except Refused as exc:
             log.warning("cloudhub: join as %r refused: %s", request.node_name[:253], exc.reason)
-            code = (
-                grpc.StatusCode.INVALID_ARGUMENT
-                if exc.malformed
-                else grpc.StatusCode.UNAUTHENTICATED
-            )
-            await context.abort(code, exc.reason)
+            await _refuse(context, exc)
             raise

@@ -3,8 +3,9 @@
 The servicer creates a NodeSession per Connect call. Reading and writing run concurrently;
 the writer drains the node's LinkFeeder (control messages, then the durable outbox), the
 reader hands each received frame to the hub. A session ends when the node goes silent for
-`keepalive_timeout`, when the stream breaks, or when a newer stream for the same node
-replaces it; the outbox keeps everything un-acked for the next session.
+`keepalive_timeout`, when the stream breaks, when a newer stream for the same node
+replaces it, or when its client certificate expires or is revoked; the outbox keeps
+everything un-acked for the next session.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from cryptography import x509
 from kubeedge.hub.v1 import hub_pb2
 
 from cloud.metrics import CloudMetrics
@@ -34,8 +37,10 @@ class NodeSession:
         feeder: LinkFeeder,
         keepalive_timeout: float,
         metrics: CloudMetrics | None = None,
+        cert: x509.Certificate | None = None,
     ) -> None:
         self.node = node
+        self.cert = cert  # the client certificate (None: --insecure-hub)
         self.metrics = metrics
         self.feeder = feeder
         self.keepalive_timeout = keepalive_timeout
@@ -59,6 +64,8 @@ class NodeSession:
             asyncio.create_task(self._write(context), name=f"hub-write:{self.node}"),
             asyncio.create_task(self._watchdog(), name=f"hub-watchdog:{self.node}"),
         ]
+        if self.cert is not None:
+            tasks.append(asyncio.create_task(self._expiry(self.cert), name=f"hub-cert:{self.node}"))
         ended = asyncio.create_task(self.ended.wait(), name=f"hub-ended:{self.node}")
         try:
             done, _ = await asyncio.wait([*tasks, ended], return_when=asyncio.FIRST_COMPLETED)
@@ -88,6 +95,13 @@ class NodeSession:
             self.messages_out += len(batch)
             if self.metrics is not None:
                 self.metrics.hub_sent.labels(self.node).inc(len(batch))
+
+    async def _expiry(self, cert: x509.Certificate) -> None:
+        """TLS checks the certificate once, at the handshake: the stream ends when it expires
+        (the node reconnects with the one it renewed before)."""
+        left = (cert.not_valid_after_utc - datetime.now(UTC)).total_seconds()
+        await asyncio.sleep(max(0.0, left))
+        self.end(f"certificate expired at {cert.not_valid_after_utc}")
 
     async def _watchdog(self) -> None:
         while True:

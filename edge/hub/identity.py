@@ -2,8 +2,10 @@
 token and renewed before it expires.
 
 Files, in DATA_DIR/pki (0700), each 0600 and written whole (temporary file + rename):
-node.key (the private key, never leaves the node), node.crt, ca.crt (the edge CA, checked
-against the hash in the join token when it was first fetched).
+node.pem (the private key, which never leaves the node, and its certificate in one file, as
+the kubelet's kubelet-client-current.pem: a crash can never leave a key with another key's
+certificate), ca.crt (the edge CA, checked against the hash in the join token when it was
+first fetched).
 
 - `ensure()` (before edgecore's modules start): reuses the files when they belong together,
   name this node and are still valid; otherwise spends --token on the cloud's bootstrap port
@@ -13,7 +15,8 @@ against the hash in the join token when it was first fetched).
 - `rotate_loop()` (in edgehub): at --cert-rotate-fraction of the certificate's lifetime, asks
   for a new one over the hub's mutual TLS (CertificateService.Renew) with a fresh key, stores
   it, and tells edgehub to reconnect with it. Pods and the store are not touched. A failed
-  renewal is retried every reconnect_max seconds until the old certificate runs out.
+  renewal is retried every reconnect_max seconds; once the certificate has expired the hub
+  refuses it, and the log says the node needs a new token.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from kubeedge.hub.v1 import certificates_pb2_grpc as pb_grpc
 from common import certs, join
 from common.errors import ConfigError
 from common.settings import split_host_port
-from edge.private import private_dir
+from edge.private import private_tree
 from edge.settings import EdgeSettings
 
 log = logging.getLogger(__name__)
@@ -62,17 +65,16 @@ class Credentials:
 
 class NodeIdentity:
     def __init__(self, settings: EdgeSettings) -> None:
+        if not 0.1 <= settings.cert_rotate_fraction <= 0.95:
+            raise ConfigError("--cert-rotate-fraction must be between 0.1 and 0.95")
         self.settings = settings
         self.dir = Path(settings.data_dir) / "pki"
         self.current: Credentials | None = None
 
     @property
-    def key_path(self) -> Path:
-        return self.dir / "node.key"
-
-    @property
-    def cert_path(self) -> Path:
-        return self.dir / "node.crt"
+    def pem_path(self) -> Path:
+        """The node's private key and certificate, in one file."""
+        return self.dir / "node.pem"
 
     @property
     def ca_path(self) -> Path:
@@ -86,7 +88,7 @@ class NodeIdentity:
     # -- first certificate ----------------------------------------------------------------
 
     async def ensure(self) -> Credentials:
-        private_dir(self.dir)
+        private_tree(Path(self.settings.data_dir), "pki")
         stored = self._load()
         if stored is not None:
             self.current = stored
@@ -109,14 +111,14 @@ class NodeIdentity:
         return creds
 
     def _load(self) -> Credentials | None:
-        """The stored credentials when they are whole, ours, and valid for a while yet."""
-        paths = (self.key_path, self.cert_path, self.ca_path)
-        if not all(p.exists() for p in paths):
+        """The stored credentials when they are whole, ours, and not expired."""
+        if not self.pem_path.exists() or not self.ca_path.exists():
             return None
         try:
-            creds = Credentials(*(p.read_bytes() for p in paths))
-            cert, key = creds.cert, certs.load_key(creds.key_pem)
-            ca = certs.load_cert(creds.ca_pem)
+            pem, ca_pem = self.pem_path.read_bytes(), self.ca_path.read_bytes()
+            key, cert = certs.load_key(pem, str(self.pem_path)), certs.load_cert(pem)
+            creds = Credentials(certs.key_pem(key), certs.cert_pem(cert), ca_pem)
+            ca = certs.load_cert(ca_pem, str(self.ca_path))
         except (OSError, certs.CertError) as exc:
             log.warning("stored certificate unusable (%s); joining again", exc)
             return None
@@ -132,12 +134,9 @@ class NodeIdentity:
         return creds
 
     def _store(self, creds: Credentials) -> None:
-        private_dir(self.dir)
+        private_tree(Path(self.settings.data_dir), "pki")
         certs.write_file(self.ca_path, creds.ca_pem, 0o600)
-        # Certificate before key: a crash in between leaves a pair that does not match, which
-        # _load treats as missing, never a new key with an old certificate in use.
-        certs.write_file(self.cert_path, creds.cert_pem, 0o600)
-        certs.write_file(self.key_path, creds.key_pem, 0o600)
+        certs.write_file(self.pem_path, creds.key_pem + creds.cert_pem, 0o600)
         self.current = creds
 
     def bootstrap_address(self) -> str:
@@ -170,8 +169,7 @@ class NodeIdentity:
 
     async def _join(self, token: join.JoinToken, target: str) -> Credentials:
         node = self.settings.node_name
-        key = certs.new_key()
-        csr = certs.new_csr(key, certs.name(join.node_user(node), join.NODES_GROUP))
+        key, csr = self._new_csr()
         request = pb.JoinRequest(
             token_id=token.id,
             node_name=node,
@@ -201,21 +199,38 @@ class NodeIdentity:
                 continue
             try:
                 await self.renew()
-            except (grpc.aio.AioRpcError, certs.CertError, JoinRefused) as exc:
-                log.warning(
-                    "renewing the node certificate (valid until %s) failed: %s",
-                    cert.not_valid_after_utc,
-                    exc.details() if isinstance(exc, grpc.aio.AioRpcError) else exc,
-                )
+            except (grpc.aio.AioRpcError, certs.CertError, JoinRefused, OSError) as exc:
+                self._renewal_failed(cert, exc)
                 await asyncio.sleep(self.settings.reconnect_max)
                 continue
             on_rotated()
 
+    def _renewal_failed(self, cert: x509.Certificate, exc: Exception) -> None:
+        reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+        if cert.not_valid_after_utc > certs.now():
+            log.warning(
+                "renewing the node certificate (valid until %s) failed: %s; retrying",
+                cert.not_valid_after_utc,
+                reason,
+            )
+            return
+        log.error(
+            "the node certificate expired at %s and could not be renewed (%s): the hub will "
+            "refuse this node until it joins again; restart edgecore with a new --token "
+            "(`keadm gettoken --node-name %s`). Pods keep running meanwhile.",
+            cert.not_valid_after_utc,
+            reason,
+            self.settings.node_name,
+        )
+
+    def _new_csr(self) -> tuple[certs.PrivateKey, bytes]:
+        key = certs.new_key()
+        subject = certs.name(join.node_user(self.settings.node_name), join.NODES_GROUP)
+        return key, certs.new_csr(key, subject)
+
     async def renew(self) -> None:
         old = self.credentials()
-        key = certs.new_key()
-        node = self.settings.node_name
-        csr = certs.new_csr(key, certs.name(join.node_user(node), join.NODES_GROUP))
+        key, csr = self._new_csr()
         async with grpc.aio.secure_channel(self.settings.cloud, old.channel()) as channel:
             reply = await pb_grpc.CertificateServiceStub(channel).Renew(
                 pb.RenewRequest(csr_der=csr), timeout=CALL_TIMEOUT
@@ -228,12 +243,15 @@ class NodeIdentity:
 
 def _check_issued(creds: Credentials, key: certs.PrivateKey, ca_hash: str) -> None:
     """The CA is the one we trust, and the certificate is for our key, signed by that CA."""
-    ca = certs.load_cert(creds.ca_pem, "the CA the cloud sent")
+    try:
+        ca = certs.load_cert(creds.ca_pem, "the CA the cloud sent")
+        cert = certs.load_cert(creds.cert_pem, "the certificate the cloud sent")
+    except certs.CertError as exc:
+        raise JoinRefused(str(exc)) from None
     if certs.fingerprint(ca) != ca_hash:
         raise JoinRefused(
             f"the cloud's CA has hash {certs.fingerprint(ca)}, the token expects {ca_hash}: "
             "wrong cloud, or someone in between"
         )
-    cert = certs.load_cert(creds.cert_pem, "the certificate the cloud sent")
     if cert.public_key() != key.public_key() or not certs.signed_by(cert, ca):
         raise JoinRefused("the certificate the cloud sent is not for this node's key and CA")

@@ -69,10 +69,16 @@ class EdgeHub:
         self._renewed = asyncio.Event()
 
     async def run(self) -> None:
-        loops = [self._link_loop(), self._upstream(), self._flush_acks()]
-        if self.identity is not None:
-            loops.append(self.identity.rotate_loop(self._renewed.set))
-        await asyncio.gather(*loops)
+        # One task group: if one loop fails, the others end with it, so a restart by the
+        # supervisor never leaves two link loops (two streams) for one node.
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(self._link_loop(), name="edgehub-link")
+            loops.create_task(self._upstream(), name="edgehub-upstream")
+            loops.create_task(self._flush_acks(), name="edgehub-acks")
+            if self.identity is not None:
+                loops.create_task(
+                    self.identity.rotate_loop(self._renewed.set), name="edgehub-rotate"
+                )
 
     async def close(self) -> None:
         await self.outbox.flush_acks()

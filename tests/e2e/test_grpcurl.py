@@ -61,8 +61,8 @@ async def cloudcore(tmp_path: Path, kube: TestControlPlane) -> AsyncIterator[Hub
         "join",
     )
     assert await (await joining.start()).wait(30) == 0, joining.output()
-    tls = ["-cacert", str(pki / "ca.crt"), "-cert", str(pki / "node.crt")]
-    tls += ["-key", str(pki / "node.key")]
+    tls = ["-cacert", str(pki / "ca.crt"), "-cert", str(pki / "node.pem")]
+    tls += ["-key", str(pki / "node.pem")]  # key and certificate in one file, as the kubelet's
     yield Hub(f"127.0.0.1:{port}", tls)
     assert await proc.terminate() == 0, proc.output()
 

@@ -116,7 +116,7 @@ async def join_second_node(data: Path, hub: str, bootstrap: str) -> None:
     await eventually(lambda: node_ready(data, "edge-2"), 60, "edge-2 Ready")
     pki = joined / "edge-2" / "pki"
     assert {p.name: p.stat().st_mode & 0o777 for p in pki.iterdir()} == {
-        "ca.crt": 0o600, "node.crt": 0o600, "node.key": 0o600,
+        "ca.crt": 0o600, "node.pem": 0o600,
     }  # fmt: skip
     code, out = await keadm("reset", "--data-dir", str(joined), timeout=180)
     assert code == 0, out

@@ -220,7 +220,12 @@ def symlink_pods(tmp_path: Path, outside: Path) -> list[dict[str, Any]]:
         )
         for name, sub in (("host-escape", "escape"), ("host-escape-deeper", "escape/new"))
     ]
-    plant = f"rm -rf /vol/link; ln -s {outside} /vol/link; sleep 3600"
+    # Until the link is in place: while `c` runs, /vol/link may be the folder edged made for
+    # its subPath and busy as its mount point (rm fails); `c` exits within a second.
+    plant = (
+        f"until [ -L /vol/link ]; do rm -rf /vol/link && ln -s {outside} /vol/link; "
+        "sleep 0.2; done; sleep 3600"
+    )
     pods.append(
         pod_object(
             "planted",

@@ -8,6 +8,7 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -15,26 +16,37 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kubeedge.hub.v1 import certificates_pb2 as pb
 from kubeedge.hub.v1 import certificates_pb2_grpc as pb_grpc
+from kubeedge.hub.v1 import hub_pb2, hub_pb2_grpc
 
 from cloud.hub.authority import EdgeAuthority
 from cloud.kube import Kube
 from common import certs, join
+from common.envelope import new_message
+from common.names import Group, Operation
 from edge.hub.identity import NodeIdentity
 from edge.settings import EdgeSettings
+from keadm import tokens
 from tests.support.cluster import new_token
 from tests.support.controlplane import TestControlPlane
 from tests.support.stack import CloudStack, start_cloud
 
 NODE = "edge-j"
+VALID_CSR = certs.new_csr(certs.new_key(), certs.name(join.node_user(NODE)))
 
 
 @pytest.fixture
-async def cloud(tmp_path: Path, kube: TestControlPlane) -> AsyncIterator[CloudStack]:
+async def cloud(
+    tmp_path: Path, kube: TestControlPlane, request: pytest.FixtureRequest
+) -> AsyncIterator[CloudStack]:
+    """cloudhub over mutual TLS in this process; `@pytest.mark.cloud(setting=value)` changes
+    its settings."""
+    marker = request.node.get_closest_marker("cloud")
     stack = await start_cloud(
         tmp_path / "cloud",
         kubeconfig=str(kube.cloudcore_kubeconfig),
         insecure_hub=False,
         bootstrap_listen="127.0.0.1:0",
+        **(marker.kwargs if marker else {}),
     )
     yield stack
     await stack.stop()
@@ -108,7 +120,7 @@ _TOKEN_FOR_FUZZ: list[str] = []
 @given(
     token_id=st.one_of(st.text(max_size=70), st.just("")),
     node=st.one_of(st.just(NODE), st.text(max_size=300)),
-    csr=st.one_of(st.binary(max_size=400), st.just(b"")),
+    csr=st.one_of(st.binary(max_size=400), st.just(b""), st.just(VALID_CSR)),
     proof=st.binary(max_size=40),
     use_real_id=st.booleans(),
 )
@@ -152,7 +164,7 @@ async def test_renewal_gives_a_new_key_and_certificate_for_the_same_node(
     assert second.key_pem != first.key_pem
     assert second.cert.serial_number != first.cert.serial_number
     assert certs.common_name(second.cert) == join.node_user(NODE)
-    assert node.cert_path.read_bytes() == second.cert_pem
+    assert node.pem_path.read_bytes() == second.key_pem + second.cert_pem
     # A restart reuses what is stored, with no token.
     again = identity(cloud, tmp_path / "node")
     assert (await again.ensure()).cert_pem == second.cert_pem
@@ -182,3 +194,118 @@ async def test_two_cloudcores_share_one_ca(kube: TestControlPlane) -> None:
     finally:
         for k in kubes:
             await k.close()
+
+
+async def test_racing_joins_with_one_token_give_one_certificate(
+    cloud: CloudStack, kube: TestControlPlane
+) -> None:
+    """Two requests for the same token at once (each with its own key and a right proof):
+    exactly one gets a certificate."""
+    token = await asyncio.to_thread(new_token, kube.kubeconfig, NODE)
+    results = await asyncio.gather(
+        *(call_join(cloud, join_request(token)) for _ in range(4)), return_exceptions=True
+    )
+    won = [r for r in results if isinstance(r, pb.JoinResponse)]
+    lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(won) == 1 and len(lost) == 3, results
+    assert all(e.code() == grpc.StatusCode.UNAUTHENTICATED for e in lost)
+
+
+async def test_a_spare_token_does_not_take_over_a_registered_node(
+    cloud: CloudStack, kube: TestControlPlane
+) -> None:
+    """A token made for no node joins new nodes only; an existing Node needs its own token."""
+    status, _ = kube.request("POST", "/api/v1/nodes", {"metadata": {"name": "edge-taken"}})
+    assert status == 201
+    spare = await asyncio.to_thread(new_token, kube.kubeconfig)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call_join(cloud, join_request(spare, node="edge-taken"))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "already exists" in (refused.value.details() or "")
+    assert token_exists(kube, spare)
+    await call_join(cloud, join_request(spare, node="edge-new"))  # a new node: fine
+    bound = await asyncio.to_thread(new_token, kube.kubeconfig, "edge-taken")
+    await call_join(cloud, join_request(bound, node="edge-taken"))  # its own token: fine
+
+
+async def test_renewal_keeps_the_callers_identity_whatever_the_csr_says(
+    cloud: CloudStack, kube: TestControlPlane, tmp_path: Path
+) -> None:
+    token = await asyncio.to_thread(new_token, kube.kubeconfig, NODE)
+    creds = await identity(cloud, tmp_path / "node", token).ensure()
+    csr = certs.new_csr(certs.new_key(), certs.name(join.node_user("edge-other")))
+    async with grpc.aio.secure_channel(cloud.address, creds.channel()) as channel:
+        reply = await pb_grpc.CertificateServiceStub(channel).Renew(pb.RenewRequest(csr_der=csr))
+    assert certs.common_name(certs.load_cert(reply.certificate_pem)) == join.node_user(NODE)
+
+
+async def open_stream(address: str, creds: grpc.ChannelCredentials) -> Any:
+    """A Connect stream whose first keepalive was answered: (channel, call)."""
+    channel = grpc.aio.secure_channel(address, creds)
+    call = hub_pb2_grpc.HubServiceStub(channel).Connect()
+    keepalive = new_message(source="test", group=Group.HUB, operation=Operation.KEEPALIVE)
+    keepalive.keepalive.SetInParent()
+    await call.write(hub_pb2.ConnectRequest(messages=[keepalive]))
+    await call.read()
+    return channel, call
+
+
+async def ended_with(call: Any, timeout: float) -> tuple[grpc.StatusCode, str]:
+    """Read until the stream ends; its status and details."""
+    try:
+        async with asyncio.timeout(timeout):
+            while await call.read() is not grpc.aio.EOF:
+                pass
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details() or ""
+    return await call.code(), await call.details()
+
+
+@pytest.mark.cloud(node_cert_lifetime=3, keepalive_timeout=30)
+async def test_a_stream_ends_when_its_certificate_expires(
+    cloud: CloudStack, kube: TestControlPlane, tmp_path: Path
+) -> None:
+    token = await asyncio.to_thread(new_token, kube.kubeconfig, NODE)
+    creds = await identity(cloud, tmp_path / "node", token).ensure()
+    channel, call = await open_stream(cloud.address, creds.channel())
+    try:
+        code, details = await ended_with(call, 10)
+    finally:
+        await channel.close()
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "certificate expired" in details
+
+
+@pytest.mark.cloud(revocation_check_period=0.2, keepalive_timeout=30)
+async def test_a_revoked_node_is_cut_off_and_can_join_again_with_a_new_token(
+    cloud: CloudStack, kube: TestControlPlane, tmp_path: Path
+) -> None:
+    token = await asyncio.to_thread(new_token, kube.kubeconfig, NODE)
+    node = identity(cloud, tmp_path / "node", token)
+    creds = await node.ensure()
+    channel, call = await open_stream(cloud.address, creds.channel())
+    try:
+        await asyncio.to_thread(revoke, kube.kubeconfig, NODE)
+        code, details = await ended_with(call, 10)
+    finally:
+        await channel.close()
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "revoked" in details
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await node.renew()
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError):
+        await open_stream(cloud.address, creds.channel())
+    await asyncio.sleep(1.1)  # certificates carry whole seconds: join in a later one
+    again = identity(
+        cloud, tmp_path / "again", await asyncio.to_thread(new_token, kube.kubeconfig, NODE)
+    )
+    channel, call = await open_stream(cloud.address, (await again.ensure()).channel())
+    call.cancel()
+    await channel.close()
+
+
+def revoke(kubeconfig: Path, node: str) -> None:
+    core = tokens.core_api(kubeconfig)
+    try:
+        tokens.revoke_node(core, node)
+    finally:
+        core.api_client.close()

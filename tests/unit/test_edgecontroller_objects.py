@@ -75,6 +75,24 @@ def test_references(spec: dict[str, Any], expected: set[tuple[str, str, str]]) -
     assert references(pod(spec)) == expected
 
 
+def test_kubeedges_own_secrets_are_never_referenced() -> None:
+    """A pod in namespace kubeedge naming the edge CA, a join token or the revocations gets
+    none of them sent to its node; its other secrets still go."""
+    spec = {
+        "volumes": [
+            {"name": "a", "secret": {"secretName": "cloudcore-ca"}},
+            {"name": "b", "secret": {"secretName": "edge-join-token-abc123"}},
+            {"name": "c", "secret": {"secretName": "edge-node-revocations"}},
+            {"name": "d", "secret": {"secretName": "app"}},
+        ]
+    }
+    obj = pod(spec)
+    obj["metadata"]["namespace"] = "kubeedge"
+    assert references(obj) == {("Secret", "kubeedge", "app")}
+    obj["metadata"]["namespace"] = "other"  # the same names elsewhere are ordinary secrets
+    assert len(references(obj)) == 4
+
+
 def test_digest_ignores_status_and_volatile_metadata() -> None:
     """Status, resourceVersion, managedFields and generation do not change the digest; a
     label or a deletionTimestamp does."""
