@@ -17,9 +17,9 @@ inside a folder:
   root; folders edged creates are made one element at a time with O_NOFOLLOW, so a link
   planted inside a volume cannot redirect the creation outside it.
 
-What this does not do: hold the checked path open until the runtime mounts it (the kubelet
-bind-mounts /proc/self/fd/N for that), so a container racing to swap a checked folder for a
-symlink in the instant between the check and containerd's mount is not stopped here.
+A checked subPath is then held by a bind mount of the very inode checked (subpaths.py), so a
+container racing to swap it for a symlink between the check and containerd's mount gains
+nothing.
 """
 
 from __future__ import annotations

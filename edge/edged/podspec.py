@@ -16,7 +16,7 @@ from typing import Any
 
 from cri.runtime.v1 import api_pb2 as cri
 
-from edge.edged import paths
+from edge.edged import paths, subpaths
 from edge.edged.volumes import API_DATA, Lookup, object_data
 
 POD_UID = "io.kubernetes.pod.uid"
@@ -92,6 +92,7 @@ def container_config(
     *,
     lookup: Lookup,
     volume_paths: dict[str, str],
+    subpath_dir: Path,
     restart_count: int,
     pod_ip: str,
     node_name: str,
@@ -121,8 +122,9 @@ def container_config(
     for key, value in envs:
         cfg.envs.add(key=key, value=value)
     read_only = _api_data_volumes(pod)
-    for mount in container.get("volumeMounts") or []:
-        host = _mount_source(name, mount, volume_paths, dict(envs))
+    for index, mount in enumerate(container.get("volumeMounts") or []):
+        pinned = subpath_dir / str(mount.get("name")) / name / str(index)
+        host = _mount_source(name, mount, volume_paths, dict(envs), pinned)
         cfg.mounts.add(
             container_path=mount["mountPath"],
             host_path=host,
@@ -143,9 +145,14 @@ def _api_data_volumes(pod: dict[str, Any]) -> set[str]:
 
 
 def _mount_source(
-    container: str, mount: dict[str, Any], volume_paths: dict[str, str], envs: dict[str, str]
+    container: str,
+    mount: dict[str, Any],
+    volume_paths: dict[str, str],
+    envs: dict[str, str],
+    pinned: Path,
 ) -> str:
-    """The host path of a volumeMount: its volume, or the subPath's real path inside it."""
+    """The host path of a volumeMount: its volume, or for a subPath a bind mount (at `pinned`)
+    of exactly the folder or file checked inside it (subpaths.py)."""
     host = volume_paths.get(mount["name"])
     if host is None:
         raise SpecError(f"container {container}: volumeMount {mount['name']!r} has no volume")
@@ -153,7 +160,8 @@ def _mount_source(
         sub = mount.get("subPath") or _expand(mount.get("subPathExpr") or "", envs)
         if not sub:
             return host
-        return str(paths.subpath(Path(host), sub, "subPath"))
+        paths.check_label(mount["name"], "volumeMount name")
+        return str(subpaths.pin(Path(host), sub, pinned))
     except (paths.UnsafePath, OSError, ValueError) as exc:
         raise SpecError(
             f"failed to prepare subPath for volumeMount {mount['name']!r} "

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.edged import paths
+from edge.edged import paths, subpaths
 from edge.private import private_dir, private_tree
 
 Lookup = Callable[[str, str, str], dict[str, Any] | None]  # (kind, namespace, name) -> object
@@ -176,8 +176,14 @@ def _remove_stale(target: Path, keep: set[str]) -> None:
 
 
 def remove(root: Path, uid: str) -> None:
+    """Remove a pod's folder, after its subPath bind mounts (never through one: a folder
+    with a mount that will not go is kept, and the error says so)."""
     with contextlib.suppress(paths.UnsafePath):  # such a pod never got a folder (see prepare)
         paths.check_element(uid, "pod uid")
+        try:
+            subpaths.release(pod_dir(root, uid))
+        except subpaths.SubpathBusy as exc:
+            raise VolumeError(f"pod folder kept: {exc}") from exc
         shutil.rmtree(pod_dir(root, uid), ignore_errors=True)
 
 

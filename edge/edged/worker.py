@@ -251,6 +251,7 @@ class PodWorker:
                 spec,
                 lookup=self.lookup,
                 volume_paths=paths,
+                subpath_dir=volumes.pod_dir(self.root, self.uid) / "volume-subpaths",
                 restart_count=attempt,
                 pod_ip=self.pod_ip,
                 node_name=self.node_name,

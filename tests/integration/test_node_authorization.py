@@ -1,10 +1,12 @@
-"""Node authorization end to end: node A's real edge stack, with hand-built (tampered) reports
-pushed into its edgehub, against cloudcore's modules and the session's real control plane.
+"""Node authorization end to end: node A's real edge stack (joined with a token, on a mutual
+TLS stream as system:node:edge-a), with hand-built (tampered) reports pushed into its edgehub,
+against cloudcore's modules and the session's real control plane.
 Whatever A sends about node B is refused with a 403 error and changes nothing in the API;
 what A sends about itself still applies."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -17,6 +19,7 @@ import pytest
 
 from common.envelope import Message, is_ack, new_message
 from common.names import Group, Module, Operation, ResourceType
+from tests.support.cluster import new_token
 from tests.support.controllers import (
     EDGE_LABEL,
     FAST_CONTROLLERS,
@@ -63,13 +66,18 @@ async def world_of(tmp_path: Path, kube: TestControlPlane, **cloud: Any) -> Asyn
     """cloudcore in this process; nodes A and B, each with a pod, a secret only that pod
     references, and a Device; B's Lease; A's edge stack connected and holding its objects."""
     stack = await start_cloud(
-        tmp_path / "cloud", kubeconfig=str(kube.cloudcore_kubeconfig), **{**CLOUD, **cloud}
+        tmp_path / "cloud",
+        kubeconfig=str(kube.cloudcore_kubeconfig),
+        **{**CLOUD, "insecure_hub": False, "bootstrap_listen": "127.0.0.1:0", **cloud},
     )
     k8s = K8s(kube.kubeconfig)
     edge = None
     try:
         await k8s.ready_for_pods()
-        world = World(stack, await start_edge(tmp_path / "edge-a", A, stack.address), k8s)
+        token = await asyncio.to_thread(new_token, kube.kubeconfig, A)
+        joining = (token, f"127.0.0.1:{stack.hub.bootstrap_port}")
+        edge_a = await start_edge(tmp_path / "edge-a", A, stack.address, join=joining)
+        world = World(stack, edge_a, k8s)
         edge = world.edge
         await populate(world)
         yield world

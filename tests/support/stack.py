@@ -14,7 +14,7 @@ from common.names import Group, Module
 from common.sqlite import Database
 from common.supervisor import Backoff, Supervisor
 from edge.hub.module import EdgeHub
-from edge.main import open_database
+from edge.main import node_identity, open_database
 from edge.main import register_modules as register_edge
 from edge.meta.module import MetaManager
 from edge.settings import EdgeSettings
@@ -93,11 +93,18 @@ async def start_cloud(data_dir: Path, **overrides: Any) -> CloudStack:
     return CloudStack(supervisor, hub, recorder)
 
 
-async def start_edge(data_dir: Path, node: str, cloud: str, **overrides: Any) -> EdgeStack:
+async def start_edge(
+    data_dir: Path, node: str, cloud: str, *, join: tuple[str, str] | None = None, **overrides: Any
+) -> EdgeStack:
+    """edgecore's modules in this process; plaintext, or with `join=(token, bootstrap)` over
+    mutual TLS with a certificate got with that token."""
+    if join is not None:
+        overrides = {**overrides, "insecure_hub": False, "token": join[0], "bootstrap": join[1]}
     cfg = EdgeSettings(data_dir=data_dir, node_name=node, cloud=cloud, **{**FAST_EDGE, **overrides})
+    identity = await node_identity(cfg)
     db = open_database(cfg)
     supervisor = Supervisor(Bus(), Backoff(0.05, 0.2), stop_timeout=2)
-    hub = register_edge(supervisor, cfg, db, None)
+    hub = register_edge(supervisor, cfg, db, identity)
     meta = supervisor.get(Module.METAMANAGER)
     assert isinstance(meta, MetaManager)
     recorder = Recorder(supervisor.bus, "test-edged", Group.EDGED)

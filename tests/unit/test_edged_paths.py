@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from edge.edged import podspec, volumes
+from edge.edged import paths, podspec, subpaths, volumes
 from edge.private import private_dir
 
 UID = "0a1b2c3d-uid"
@@ -168,9 +168,25 @@ def container_config(tmp_path: Path, spec: Any, **changes: Any) -> Any:
     """The CRI config edged makes for the pod's container (with `changes` to its spec)."""
     paths = volumes.prepare(tmp_path / "data", spec, lookup)
     container = {**spec["spec"]["containers"][0], **changes}
+    subpath_dir = volumes.pod_dir(tmp_path / "data", spec["metadata"]["uid"]) / "volume-subpaths"
     return podspec.container_config(
-        spec, container, lookup=lookup, volume_paths=paths, restart_count=0, pod_ip="", node_name=""
+        spec,
+        container,
+        lookup=lookup,
+        volume_paths=paths,
+        subpath_dir=subpath_dir,
+        restart_count=0,
+        pod_ip="",
+        node_name="",
     )
+
+
+@pytest.fixture(autouse=True)
+def unmount_subpaths(tmp_path: Path) -> Iterator[None]:
+    """subPath bind mounts are real mounts: gone before pytest removes tmp_path."""
+    yield
+    for pod_dir in (tmp_path / "data" / "pods").glob("*"):
+        subpaths.release(pod_dir)
 
 
 def mount_source(tmp_path: Path, host: Path, mount: dict[str, Any]) -> str:
@@ -220,11 +236,44 @@ def test_subpaths_that_leave_the_volume_are_refused(
 def test_subpaths_inside_the_volume_resolve_to_their_real_path(
     tmp_path: Path, host: Path, mount: dict[str, Any], want: str
 ) -> None:
-    """A subPath inside the volume mounts its real path (links inside resolved), created as a
-    folder when missing, as the kubelet does."""
+    """A subPath inside the volume (links inside resolved; created as a folder when missing, as
+    the kubelet does) is handed to the runtime as a bind mount of exactly that folder or file."""
     source = Path(mount_source(tmp_path, host, mount))
-    assert source == (host / want).resolve()
-    assert source.exists()
+    real = (host / want).resolve()
+    assert real.exists()
+    if not mount:
+        assert source == real  # the whole volume: no bind mount needed
+        return
+    assert subpaths.is_mounted(source) and "volume-subpaths" in source.parts
+    assert (os.stat(source).st_dev, os.stat(source).st_ino) == (
+        os.stat(real).st_dev,
+        os.stat(real).st_ino,
+    )
+
+
+def test_a_link_swapped_in_after_the_check_is_not_followed(tmp_path: Path, host: Path) -> None:
+    """The bind mount holds the inode that was checked: replacing the subPath folder with a
+    link out of the volume afterwards changes nothing the container sees, and a later start
+    of the container (a new check) is refused."""
+    source = Path(mount_source(tmp_path, host, {"subPath": "swap"}))
+    (source / "before").write_text("x")
+    (host / "swap").rename(host / "swapped")
+    (host / "swap").symlink_to(host.parent / "outside")
+    (source / "after").write_text("y")  # what the container writes lands in the old folder
+    assert sorted(p.name for p in (host / "swapped").iterdir()) == ["after", "before"]
+    with pytest.raises(podspec.SpecError, match="outside"):
+        mount_source(tmp_path, host, {"subPath": "swap"})
+
+
+def test_an_element_turned_into_a_link_while_opening_is_refused(tmp_path: Path) -> None:
+    """The open after the check follows no link: a link where the check saw a folder (the
+    race, played slowly) is refused, not mounted."""
+    volume = tmp_path / "vol"
+    (volume / "a").mkdir(parents=True)
+    (volume / "inside").mkdir()
+    (volume / "a" / "b").symlink_to(volume / "inside")  # a link inside: resolves fine
+    with pytest.raises(paths.UnsafePath, match="symlink"):
+        subpaths._open_beneath(volume, "a/b")  # opened as it was written: the link shows
 
 
 def test_configmap_and_secret_volumes_are_mounted_read_only(tmp_path: Path) -> None:
