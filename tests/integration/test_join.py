@@ -309,3 +309,20 @@ def revoke(kubeconfig: Path, node: str) -> None:
         tokens.revoke_node(core, node)
     finally:
         core.api_client.close()
+
+
+@pytest.mark.cloud(node_cert_lifetime=1)
+async def test_a_certificate_that_expired_while_stopped_needs_a_new_token(
+    cloud: CloudStack, kube: TestControlPlane, tmp_path: Path
+) -> None:
+    """An edgecore that was off longer than its certificate's life finds it expired at start:
+    without a token it says how to join again; with a new one it does."""
+    from common.errors import ConfigError
+
+    token = await asyncio.to_thread(new_token, kube.kubeconfig, NODE)
+    await identity(cloud, tmp_path / "node", token).ensure()
+    await asyncio.sleep(1.2)
+    with pytest.raises(ConfigError, match="no valid certificate"):
+        await identity(cloud, tmp_path / "node").ensure()
+    fresh = await asyncio.to_thread(new_token, kube.kubeconfig, NODE)
+    assert (await identity(cloud, tmp_path / "node", fresh).ensure()).cert.not_valid_after_utc
