@@ -4,15 +4,17 @@ A module is anything with a `name`, a `group`, `async run()` and `async close()`
 registers each on the bus, runs `run()` as a task named after it, logs an unexpected exit or
 failure, restarts it with exponential backoff, and on shutdown stops modules in the reverse of
 their start order (so the hub, started last, stops first), each with a timeout, then closes them.
-Modules raise; they never exit the process.
+Modules raise; they never exit the process. A module with several loops runs them with
+`together()`, so its loops live and die as one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from common.bus import Bus
 
@@ -94,3 +96,21 @@ class Supervisor:
                 await asyncio.wait_for(module.close(), self.stop_timeout)
             except Exception:
                 log.exception("closing module %s failed", module.name)
+
+
+class LoopEnded(RuntimeError):
+    """One of a module's loops returned; loops of a module run until cancelled."""
+
+
+async def together(**loops: Coroutine[Any, Any, None]) -> None:
+    """Run a module's loops (name=coroutine) as one task group, for a module's run(): when one
+    fails — or returns, which a loop must not — the others are cancelled and this raises, so
+    the supervisor's restart never leaves an old loop running beside the new ones."""
+
+    async def guarded(name: str, loop: Coroutine[Any, Any, None]) -> None:
+        await loop
+        raise LoopEnded(f"loop {name} ended")
+
+    async with asyncio.TaskGroup() as group:
+        for name, loop in loops.items():
+            group.create_task(guarded(name, loop), name=name)

@@ -39,6 +39,7 @@ from common.bus import Bus
 from common.envelope import Message, new_message, now_ms, parse_resource, split_node, with_node
 from common.errors import BadMessage
 from common.names import CLUSTER_NAMESPACE, Group, Module, Operation, ResourceType
+from common.supervisor import together
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,11 @@ class DeviceController:
                 kube.informer(kind, API_VERSION, fn, events)
             kube.start_informers()
             write = functools.partial(patch_status, kube)
-            await asyncio.gather(self._follow(events), self._upstream(), self.status.run(write))
+            await together(
+                devices_follow=self._follow(events),
+                devices_upstream=self._upstream(),
+                devices_status=self.status.run(write),
+            )
         finally:
             self.kube = None
             await kube.close()

@@ -34,6 +34,7 @@ from cloud.settings import CloudSettings
 from cloud.synccontroller.ledger import Ledger, Record
 from common.bus import Bus
 from common.names import Group, Module
+from common.supervisor import together
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,11 @@ class EdgeController:
             self._log_streamer_sink(self.logs.serve)
         if not self._watching:
             self._watch()
-        await asyncio.gather(
-            self._apply_events(), self._inbox(), self.upstream.run(), self.monitor.run()
+        await together(
+            edge_events=self._apply_events(),
+            edge_inbox=self._inbox(),
+            edge_upstream=self.upstream.run(),
+            edge_monitor=self.monitor.run(),
         )
 
     async def close(self) -> None:

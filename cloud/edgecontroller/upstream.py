@@ -39,6 +39,7 @@ from cloud.metrics import CloudMetrics
 from common.envelope import Message, parse_resource, split_node
 from common.errors import BadMessage
 from common.names import LEASE_NAMESPACE, Operation, ResourceType
+from common.supervisor import together
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class Upstream:
 
     async def run(self) -> None:
         await self.ready.wait()  # a pod report checked against an empty cache would be lost
-        await asyncio.gather(*(self._worker(q) for q in self._shards))
+        await together(**{f"upstream_{i}": self._worker(q) for i, q in enumerate(self._shards)})
 
     async def _worker(self, queue: asyncio.Queue[Message]) -> None:
         while True:

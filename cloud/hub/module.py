@@ -65,6 +65,7 @@ from common.names import NODE_NAME_METADATA, Group, Module, Operation, valid_nod
 from common.outbox import Outbox
 from common.settings import split_host_port
 from common.sqlite import Database
+from common.supervisor import together
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +118,13 @@ class CloudHub:
         if self.server is None:
             await self._start_server()
         await self._redeliver()
-        async with asyncio.TaskGroup() as loops:
-            loops.create_task(self._downstream(), name="cloudhub-downstream")
-            loops.create_task(self._housekeeping(), name="cloudhub-housekeeping")
-            if self.authority is not None:
-                loops.create_task(self._revocation_sweep(), name="cloudhub-revocations")
+        loops = {
+            "cloudhub_downstream": self._downstream(),
+            "cloudhub_housekeeping": self._housekeeping(),
+        }
+        if self.authority is not None:
+            loops["cloudhub_revocations"] = self._revocation_sweep()
+        await together(**loops)
 
     async def close(self) -> None:
         if self.server is not None:

@@ -27,6 +27,7 @@ from cloud.settings import CloudSettings
 from cloud.synccontroller.ledger import Ledger, Record
 from common.bus import Bus
 from common.names import Group, Module
+from common.supervisor import together
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,11 @@ class SyncController:
         await self.kube.connect()
         if not self.ledger.loaded.is_set():
             await self.ledger.load()
-        await asyncio.gather(self._acks(), self.ledger.flush_forever(), self._compare_forever())
+        await together(
+            sync_acks=self._acks(),
+            sync_flush=self.ledger.flush_forever(),
+            sync_compare=self._compare_forever(),
+        )
 
     async def close(self) -> None:
         # Acks recorded in memory but not yet written would make a restart resend objects

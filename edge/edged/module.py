@@ -26,6 +26,7 @@ from common.bus import Bus
 from common.envelope import Message, make_error, new_message, resource
 from common.errors import ConfigError, KubeEdgeError
 from common.names import Group, Module, Operation, ResourceType
+from common.supervisor import together
 from edge.edged import logs, paths, podspec, volumes
 from edge.edged.containerd import ManagedContainerd, import_images
 from edge.edged.cri import CRI, CRIError
@@ -70,7 +71,11 @@ class Edged:
             await self._register()
             await self._restore()
             self.ready.set()
-        await asyncio.gather(self._inbox(), self._node_status_loop(), self._lease_loop())
+        await together(
+            edged_inbox=self._inbox(),
+            edged_node_status=self._node_status_loop(),
+            edged_lease=self._lease_loop(),
+        )
 
     async def close(self) -> None:
         for task in self._tasks.values():

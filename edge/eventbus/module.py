@@ -32,6 +32,7 @@ from common.errors import ConfigError, UnknownModule
 from common.names import CLUSTER_NAMESPACE, Group, Module, Operation, ResourceType
 from common.settings import split_host_port
 from common.sqlite import Database
+from common.supervisor import together
 from edge.eventbus import topics
 from edge.eventbus.broker import BrokerOptions, EmbeddedBroker
 from edge.eventbus.mqtt import SUBSCRIBE_FAILED, MQTTClient, MQTTError, Received
@@ -94,7 +95,7 @@ class EventBus:
         if self.broker is not None and not self._broker_started:
             await self.broker.start()
             self._broker_started = True
-        await asyncio.gather(self._outbound(), self._client_loop())
+        await together(eventbus_outbound=self._outbound(), eventbus_client=self._client_loop())
 
     async def close(self) -> None:
         if self.broker is not None and self._broker_started:

@@ -33,6 +33,7 @@ from common.link import LinkFeeder
 from common.names import NODE_NAME_METADATA, Group, Module, Operation
 from common.outbox import Outbox
 from common.sqlite import Database
+from common.supervisor import together
 from edge.hub.identity import NodeIdentity
 from edge.settings import EdgeSettings
 
@@ -69,16 +70,16 @@ class EdgeHub:
         self._renewed = asyncio.Event()
 
     async def run(self) -> None:
-        # One task group: if one loop fails, the others end with it, so a restart by the
-        # supervisor never leaves two link loops (two streams) for one node.
-        async with asyncio.TaskGroup() as loops:
-            loops.create_task(self._link_loop(), name="edgehub-link")
-            loops.create_task(self._upstream(), name="edgehub-upstream")
-            loops.create_task(self._flush_acks(), name="edgehub-acks")
-            if self.identity is not None:
-                loops.create_task(
-                    self.identity.rotate_loop(self._renewed.set), name="edgehub-rotate"
-                )
+        # As one: if one loop fails, the others end with it, so a restart by the supervisor
+        # never leaves two link loops (two streams) for one node.
+        loops = {
+            "edgehub_link": self._link_loop(),
+            "edgehub_upstream": self._upstream(),
+            "edgehub_acks": self._flush_acks(),
+        }
+        if self.identity is not None:
+            loops["edgehub_rotate"] = self.identity.rotate_loop(self._renewed.set)
+        await together(**loops)
 
     async def close(self) -> None:
         await self.outbox.flush_acks()

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from common.bus import Bus
-from common.supervisor import Backoff, Supervisor
+from common.envelope import new_message
+from common.names import Group, Module, Operation
+from common.sqlite import Database
+from common.supervisor import Backoff, LoopEnded, Supervisor, together
+from edge.hub.module import EdgeHub
+from edge.settings import EdgeSettings
 
 FAST = Backoff(initial=0.01, maximum=0.05)
 
@@ -206,3 +213,69 @@ async def test_stop_gives_up_on_a_module_that_ignores_cancellation() -> None:
     assert stopping in done, "stop() was still waiting for the stubborn module after 0.5 s"
     assert "close stubborn" in events_by_then
     assert "close a" in events_by_then
+
+
+# -- a module's loops live and die together ------------------------------------------------------
+
+
+async def test_together_cancels_the_other_loops_when_one_fails_or_returns() -> None:
+    cancelled: list[str] = []
+
+    async def forever(name: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+
+    async def breaks() -> None:
+        await asyncio.sleep(0.01)
+        raise OSError(28, "No space left on device")
+
+    async def returns() -> None:
+        await asyncio.sleep(0.01)
+
+    with pytest.raises(ExceptionGroup) as failed:
+        await together(a=forever("a"), b=forever("b"), broken=breaks())
+    assert failed.value.subgroup(OSError) is not None
+    assert sorted(cancelled) == ["a", "b"]
+    with pytest.raises(ExceptionGroup) as ended:
+        await together(c=forever("c"), quiet=returns())
+    assert ended.value.subgroup(LoopEnded) is not None and "c" in cancelled
+
+
+async def test_a_full_disk_restarting_edgehub_never_leaves_a_second_link_loop(
+    tmp_path: Path,
+) -> None:
+    """Regression (issue 10): edgehub's outbox put fails (a full disk); the supervisor restarts
+    edgehub each time. With a bare gather the link loop of every failed run kept running (one
+    more stream per restart); with the loops run together there is only ever one."""
+    settings = EdgeSettings(
+        data_dir=tmp_path, node_name="edge-1", cloud="127.0.0.1:1", insecure_hub=True,
+        reconnect_initial=0.05, reconnect_max=0.1,
+    )  # fmt: skip
+    db = Database(tmp_path / "edge.db", "SELECT 1")
+    supervisor = Supervisor(Bus(), FAST, stop_timeout=2)
+    hub = EdgeHub(supervisor.bus, settings, db, None)
+    supervisor.add(hub)
+
+    async def disk_full(target: str, msgs: list[Any]) -> None:
+        raise OSError(28, "No space left on device")
+
+    hub.outbox.put = disk_full  # type: ignore[method-assign]
+
+    def link_loops() -> int:
+        return sum(1 for t in asyncio.all_tasks() if t.get_name() == "edgehub_link")
+
+    await supervisor.start()
+    try:
+        for _ in range(4):  # four failures, four restarts
+            report = new_message(source="twin", group=Group.TWIN, operation=Operation.UPDATE)
+            await supervisor.bus.send(Module.EDGEHUB, report)
+            await asyncio.sleep(0.1)
+            assert link_loops() == 1
+    finally:
+        await supervisor.stop()
+        db.close()
+    await asyncio.sleep(0)
+    assert link_loops() == 0
