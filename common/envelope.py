@@ -131,8 +131,12 @@ def split_node(res: str) -> tuple[str, str]:
 
 
 def object_key(msg: Message) -> str | None:
-    """The key under which queued updates of one object collapse, or None (never collapses)."""
+    """The key under which queued updates of one object collapse, or None (never collapses).
+    An object with a uid is keyed by it too: a delete of one pod and the create of the next
+    pod of the same name are two objects, and both must arrive."""
     if msg.route.operation in OBJECT_OPERATIONS and msg.route.resource:
+        if msg.WhichOneof("body") == "object" and msg.object.uid:
+            return f"{msg.route.resource}#{msg.object.uid}"
         return msg.route.resource
     return None
 

@@ -2,7 +2,8 @@
 
 Rules (DESIGN.md, reliable delivery):
 - a message is stored in SQLite before it can be sent, and leaves only when the peer acks it;
-- queued updates of one object (same resource) collapse into the newest;
+- queued updates of one object (same resource and uid) collapse into the newest; a delete of
+  one object is never replaced by the create of the next object of the same name;
 - an update whose resourceVersion is older than one already queued or sent for that object is
   dropped, so an older version is never sent after a newer one; deletes always pass;
 - un-acked messages are resent after `resend_interval`; a reconnect makes all of them due.
@@ -173,12 +174,15 @@ class Outbox:
             key = object_key(msg)
             rv = msg.header.resource_version
             if key is not None:
-                newest = rvs.get(key, t.last_rv.get(key, ""))
+                # Versions are ordered per name: the next object of a name (another uid) is
+                # newer than the last version of the one before.
+                name = msg.route.resource
+                newest = rvs.get(name, t.last_rv.get(name, ""))
                 if msg.route.operation != Operation.DELETE and rv_older(rv, newest):
                     accepted.append(False)
                     continue
                 if rv:
-                    rvs[key] = rv
+                    rvs[name] = rv
             queued.append((msg, key))
             accepted.append(True)
         last = {key: i for i, (_, key) in enumerate(queued) if key is not None}

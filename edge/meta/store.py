@@ -60,7 +60,9 @@ class MetaStore:
         key = msg.route.resource
         rv = msg.header.resource_version or msg.object.resource_version
         if msg.route.operation == Operation.DELETE:
-            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            # A late delete of an older object of this name leaves the newer one alone.
+            uid = msg.object.uid if msg.WhichOneof("body") == "object" else ""
+            conn.execute("DELETE FROM meta WHERE key = ? AND (? = '' OR uid = ?)", (key, uid, uid))
             return conn.changes() > 0
         row = list(conn.execute("SELECT resource_version FROM meta WHERE key = ?", (key,)))
         if row and (row[0][0] == rv or rv_older(rv, row[0][0])):

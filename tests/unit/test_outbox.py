@@ -128,6 +128,27 @@ async def test_a_delete_always_passes(outbox: Outbox) -> None:
     assert ids(outbox.take(NODE, 10, now=1)) == ids([bare_delete])
 
 
+@pytest.mark.parametrize("one_put", [True, False], ids=["one-put", "two-puts"])
+async def test_a_delete_is_not_replaced_by_the_next_object_of_the_same_name(
+    outbox: Outbox, one_put: bool
+) -> None:
+    """Regression (issue 10): a pod deleted and created again with the same name (new uid)
+    while the node is away: the delete of uid-1 and the insert of uid-2 both go, in order
+    (collapsing them by name lost the delete: the old pod's containers kept running)."""
+    gone = obj("web", "10", Operation.DELETE)
+    gone.object.uid = "uid-1"
+    again = obj("web", "12", Operation.INSERT)
+    again.object.uid = "uid-2"
+    newer = obj("web", "13")
+    newer.object.uid = "uid-2"
+    if one_put:
+        await outbox.put(NODE, [gone, again, newer])
+    else:
+        for msg in (gone, again, newer):
+            await outbox.put(NODE, [msg])
+    assert ids(outbox.take(NODE, 10)) == ids([gone, newer])  # uid-2's updates still collapse
+
+
 async def test_batch_mixes_accepted_and_dropped(outbox: Outbox) -> None:
     """put reports per message which were queued; other objects are not affected by a drop."""
     await outbox.put(NODE, [obj("a", "7")])
