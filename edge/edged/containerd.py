@@ -391,18 +391,43 @@ disabled_plugins = [{disabled}]
 
 
 def archive_image(path: Path) -> tuple[str, str]:
-    """(image name, config digest) of an OCI archive, from its index and manifest."""
-    with tarfile.open(path) as tar:
-        index = json.loads(_member(tar, "index.json"))
-        entry = index["manifests"][0]
-        notes = entry.get("annotations", {})
-        name = notes.get("io.containerd.image.name") or notes.get(
-            "org.opencontainers.image.ref.name", ""
-        )
-        manifest = json.loads(_member(tar, _blob_path(entry["digest"])))
+    """(image name, config digest) of an image archive: an OCI layout (index.json) or what
+    `docker save` writes (manifest.json), with or without a `./` before member names."""
+    try:
+        with tarfile.open(path) as tar:
+            members = {m.name.removeprefix("./"): m for m in tar.getmembers()}
+            if "index.json" in members:
+                return _oci_image(path, tar, members)
+            if "manifest.json" in members:
+                return _docker_image(path, tar, members)
+    except (tarfile.TarError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a readable image archive: {exc}") from exc
+    raise ConfigError(f"{path}: neither an OCI archive (index.json) nor a docker save archive")
+
+
+Members = dict[str, tarfile.TarInfo]
+
+
+def _oci_image(path: Path, tar: tarfile.TarFile, members: Members) -> tuple[str, str]:
+    index = json.loads(_member(tar, members, "index.json"))
+    entry = index["manifests"][0]
+    notes = entry.get("annotations", {})
+    name = notes.get("io.containerd.image.name") or notes.get(
+        "org.opencontainers.image.ref.name", ""
+    )
+    manifest = json.loads(_member(tar, members, _blob_path(entry["digest"])))
     if not name:
         raise ConfigError(f"{path}: index.json names no image (io.containerd.image.name)")
     return str(name), str(manifest["config"]["digest"])
+
+
+def _docker_image(path: Path, tar: tarfile.TarFile, members: Members) -> tuple[str, str]:
+    (entry, *_) = json.loads(_member(tar, members, "manifest.json"))
+    tags = entry.get("RepoTags") or []
+    if not tags:
+        raise ConfigError(f"{path}: manifest.json names no image (RepoTags)")
+    config = _member(tar, members, str(entry["Config"]).removeprefix("./"))
+    return str(tags[0]), "sha256:" + hashlib.sha256(config).hexdigest()
 
 
 def _blob_path(digest: str) -> str:
@@ -410,8 +435,8 @@ def _blob_path(digest: str) -> str:
     return f"blobs/{algo}/{hexdigest}"
 
 
-def _member(tar: tarfile.TarFile, name: str) -> bytes:
-    f = tar.extractfile(name)
+def _member(tar: tarfile.TarFile, members: Members, name: str) -> bytes:
+    f = tar.extractfile(members[name])
     if f is None:
         raise ConfigError(f"{tar.name!r}: {name} is not a file")
     return f.read()
@@ -431,10 +456,12 @@ async def import_images(
     ctr_bin: str = "ctr",
     timeout: float = 120.0,
 ) -> list[str]:
-    """Import every *.tar OCI archive in `images_dir` into containerd's k8s.io namespace.
+    """Import every *.tar image archive (OCI layout or `docker save`) in `images_dir` into
+    containerd's k8s.io namespace.
 
     An archive whose image the CRI already has (same config digest under the same name) is
-    skipped. Returns the image names, as the CRI resolves them.
+    skipped; one that cannot be read or imported is skipped with an error in the log. Returns
+    the names of the images available, as the archives name them.
     """
     socket_path = str(endpoint_socket_path).removeprefix("unix://")
     archives = sorted(await asyncio.to_thread(Path(images_dir).glob, "*.tar"))
@@ -443,10 +470,14 @@ async def import_images(
         await cri.connect(socket_path)
         snapshotter = await cri_snapshotter(cri)
         for archive in archives:
-            name, image_id = archive_image(archive)
-            if await _image_id(cri, name) != image_id:
-                await _ctr_import(ctr_bin, socket_path, snapshotter, archive, timeout)
-                await _wait_image(cri, name, image_id)
+            try:
+                name, image_id = archive_image(archive)
+                if await _image_id(cri, name) != image_id:
+                    await _ctr_import(ctr_bin, socket_path, snapshotter, archive, timeout)
+                    await _wait_image(cri, name, image_id)
+            except (ConfigError, ContainerdError) as exc:  # one odd file never stops the node
+                log.error("containerd: skipping image archive %s: %s", archive, exc)
+                continue
             names.append(name)
     return names
 

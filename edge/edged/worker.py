@@ -28,7 +28,7 @@ from typing import Any
 from cri.runtime.v1 import api_pb2 as cri
 
 from edge.edged import podspec, probes, volumes
-from edge.edged.cri import CRI, CRIError
+from edge.edged.cri import CRI, CRIError, CRINotFound
 from edge.edged.node import rfc3339
 from edge.private import private_tree
 
@@ -106,7 +106,7 @@ class PodWorker:
     async def run(self) -> None:
         while True:
             if self.deleted or self.pod["metadata"].get("deletionTimestamp"):
-                await self._terminate()
+                await self._terminate_retrying()
                 return
             try:
                 await self._sync()
@@ -328,14 +328,18 @@ class PodWorker:
                 memo.liveness = _prober(spec.get("livenessProbe"))
 
     async def _kill(self, container_id: str, grace: int) -> None:
-        with contextlib.suppress(CRIError):
+        with contextlib.suppress(CRINotFound):  # already gone; other failures are the caller's
             await self.runtime.stop_container(container_id, grace)
 
     async def _prune(self, existing: list[cri.Container], keep: int) -> None:
         """Remove dead containers beyond the newest `keep` (kept for lastState and logs)."""
         for old in existing[keep:]:
-            with contextlib.suppress(CRIError):
+            try:
                 await self.runtime.remove_container(old.id)
+            except CRINotFound:
+                continue
+            except CRIError as exc:  # only dead containers; the next round tries again
+                log.warning("edged: pod %s: removing old container: %s", self.key, exc)
 
     def _grace(self) -> int:
         meta_grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
@@ -344,38 +348,52 @@ class PodWorker:
 
     # -- termination -----------------------------------------------------------------------
 
+    async def _terminate_retrying(self) -> None:
+        """Terminate until it succeeds: a sandbox that will not stop or go, or a volume folder
+        that will not come off, keeps the pod here (and its IP and folders held) rather than
+        being forgotten; retried with back-off from sync_interval up to backoff_max."""
+        delay = self.timing.sync_interval
+        while True:
+            try:
+                await self._terminate()
+                return
+            except (CRIError, volumes.VolumeError) as exc:
+                log.error(
+                    "edged: pod %s: clean-up failed, retrying in %.1fs: %s", self.key, delay, exc
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.timing.backoff_max)
+
     async def _terminate(self) -> None:
         grace = self._grace()
         log.info("edged: pod %s: stopping (grace %ds)", self.key, grace)
-        try:
-            if not self.sandbox_id:
-                found = await self.runtime.list_pod_sandbox(
-                    cri.PodSandboxFilter(label_selector={podspec.POD_UID: self.uid})
-                )
-                self.sandbox_id = found[0].id if found else ""
-            containers = await self.runtime.list_containers(
-                cri.ContainerFilter(label_selector={podspec.POD_UID: self.uid})
+        if not self.sandbox_id:
+            found = await self.runtime.list_pod_sandbox(
+                cri.PodSandboxFilter(label_selector={podspec.POD_UID: self.uid})
             )
-            await asyncio.gather(
-                *(self._kill(c.id, grace) for c in containers if c.state == cri.CONTAINER_RUNNING)
-            )
-            for c in containers:
-                with contextlib.suppress(CRIError):
-                    await self.runtime.remove_container(c.id)
-            await self._remove_sandbox()
-        except CRIError as exc:
-            log.error("edged: pod %s: could not clean up: %s", self.key, exc)
-            raise
-        volumes.remove(self.root, self.uid)
+            self.sandbox_id = found[0].id if found else ""
+        containers = await self.runtime.list_containers(
+            cri.ContainerFilter(label_selector={podspec.POD_UID: self.uid})
+        )
+        await asyncio.gather(
+            *(self._kill(c.id, grace) for c in containers if c.state == cri.CONTAINER_RUNNING)
+        )
+        for c in containers:
+            with contextlib.suppress(CRINotFound):  # gone already: what we wanted
+                await self.runtime.remove_container(c.id)
+        await self._remove_sandbox()
+        volumes.remove(self.root, self.uid)  # only now: the containers no longer use them
         await self.gone(self.pod)
         log.info("edged: pod %s: removed from the node", self.key)
 
     async def _remove_sandbox(self) -> None:
         if not self.sandbox_id:
             return
-        with contextlib.suppress(CRIError):
+        # Stop (CNI releases the address) and remove; a sandbox already gone is fine, any other
+        # failure is raised so the caller retries instead of leaking the sandbox and its IP.
+        with contextlib.suppress(CRINotFound):
             await self.runtime.stop_pod_sandbox(self.sandbox_id)
-        with contextlib.suppress(CRIError):
+        with contextlib.suppress(CRINotFound):
             await self.runtime.remove_pod_sandbox(self.sandbox_id)
         self.sandbox_id = ""
 

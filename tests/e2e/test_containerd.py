@@ -10,16 +10,20 @@ deletes the bridge. Needs root, containerd, runc, the CNI plugins and busybox-st
 from __future__ import annotations
 
 import asyncio
+import gzip
+import io
 import ipaddress
+import json
 import os
 import random
 import secrets
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,6 +222,75 @@ async def test_import_again_skips_archives_already_imported(runtime: Runtime) ->
     """A second import finds every image by digest and never runs ctr (here: /bin/false)."""
     names = await import_images(runtime.mc.socket_path, runtime.images_dir, ctr_bin="false")
     assert names == [BUSYBOX, PAUSE]
+
+
+def rewrite(src: Path, dst: Path, edit: Callable[[str, bytes], tuple[str, bytes] | None]) -> None:
+    """Copy an archive member by member through `edit` (None drops a member)."""
+    with tarfile.open(src) as old, tarfile.open(dst, "w") as new:
+        for member in old.getmembers():
+            data = old.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
+            changed = edit(member.name, data)
+            if changed is None:
+                continue
+            info = tarfile.TarInfo(changed[0])
+            info.size, info.mode = len(changed[1]), 0o644
+            new.addfile(info, io.BytesIO(changed[1]))
+
+
+def dot_slash_archive(src: Path, dst: Path, name: str) -> None:
+    """The OCI archive as `tar -C dir -cf x.tar .` writes it: every member `./...`, and another
+    image name in index.json (so it is really imported)."""
+
+    def edit(member: str, data: bytes) -> tuple[str, bytes]:
+        if member == "index.json":
+            index = json.loads(data)
+            index["manifests"][0]["annotations"]["io.containerd.image.name"] = name
+            data = json.dumps(index).encode()
+        return "./" + member, data
+
+    rewrite(src, dst, edit)
+
+
+def docker_save_archive(src: Path, dst: Path, tag: str) -> None:
+    """The same image as `docker save` lays it out: manifest.json, the config, plain layers."""
+    with tarfile.open(src) as tar:
+        blob = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    index = json.loads(blob["index.json"])
+    manifest = json.loads(blob["blobs/sha256/" + index["manifests"][0]["digest"].split(":")[1]])
+    config = manifest["config"]["digest"].split(":")[1]
+    files = {f"{config}.json": blob[f"blobs/sha256/{config}"]}
+    layers = []
+    for i, layer in enumerate(manifest["layers"]):
+        files[f"layer{i}/layer.tar"] = gzip.decompress(blob["blobs/sha256/" + layer["digest"][7:]])
+        layers.append(f"layer{i}/layer.tar")
+    files["manifest.json"] = json.dumps(
+        [{"Config": f"{config}.json", "RepoTags": [tag], "Layers": layers}]
+    ).encode()
+    with tarfile.open(dst, "w") as new:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            new.addfile(info, io.BytesIO(data))
+
+
+async def test_odd_archives_import_and_a_bad_one_is_skipped(
+    runtime: Runtime, cri: CRI, tmp_path: Path
+) -> None:
+    """Regression (issue 10): an OCI archive with `./` members, a `docker save` archive, and
+    a truncated archive: the first two import and run by name, the bad one is skipped with a
+    log line — edged starts either way."""
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    source = runtime.images_dir / "busybox.tar"
+    dot_slash_archive(source, odd / "a.tar", "docker.io/kubeedge-py/dotslash:latest")
+    docker_save_archive(source, odd / "b.tar", "kubeedge-py/docker-save:latest")
+    (odd / "c.tar").write_bytes(source.read_bytes()[:5000])  # cut short
+    (odd / "d.tar").write_bytes(b"not an archive at all")
+    names = await import_images(runtime.mc.socket_path, odd)
+    assert names == ["docker.io/kubeedge-py/dotslash:latest", "kubeedge-py/docker-save:latest"]
+    for name in ("kubeedge-py/dotslash:latest", "kubeedge-py/docker-save:latest"):
+        image = await cri.image_status(name)
+        assert image is not None and image.id.startswith("sha256:"), name
 
 
 async def test_absent_image_and_unknown_container(cri: CRI) -> None:

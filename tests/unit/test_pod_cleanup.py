@@ -1,0 +1,77 @@
+"""A pod's clean-up on the node: released only once the runtime let go of it.
+
+The runtime here is a fake at the CRI seam (FlakyRuntime): containerd cannot be made to fail
+StopPodSandbox on demand, so this stands in for a CNI plugin that is busy for a while."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+
+from edge.edged import volumes
+from edge.edged.cri import CRITemporaryError
+from edge.edged.worker import PodWorker, Timing
+
+
+class FlakyRuntime:
+    """Fake CRI: one sandbox, no containers; StopPodSandbox fails `failures` times."""
+
+    def __init__(self, failures: int, pod_dir: Path) -> None:
+        self.failures = failures
+        self.pod_dir = pod_dir
+        self.calls: list[str] = []
+
+    async def list_pod_sandbox(self, _filter: Any) -> list[Any]:
+        return [SimpleNamespace(id="sandbox-1")]
+
+    async def list_containers(self, _filter: Any) -> list[Any]:
+        return []
+
+    async def stop_pod_sandbox(self, sandbox_id: str) -> None:
+        self.calls.append("stop")
+        assert self.pod_dir.exists(), "the pod's folders went before its sandbox"
+        if self.failures:
+            self.failures -= 1
+            raise CRITemporaryError("StopPodSandbox", grpc.StatusCode.UNKNOWN, "cni: busy")
+
+    async def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        self.calls.append("remove")
+
+
+async def test_a_sandbox_that_will_not_stop_is_retried_before_anything_is_released(
+    tmp_path: Path,
+) -> None:
+    """Regression (issue 10): StopPodSandbox failures were ignored, the volumes deleted and
+    the pod reported gone, leaking the sandbox and its IP. Now clean-up is retried, and only
+    after the sandbox is stopped and removed are the folders removed and the pod reported."""
+    uid = "0f0f0f0f-uid"
+    pod_dir = volumes.pod_dir(tmp_path, uid)
+    (pod_dir / "volumes" / "data").mkdir(parents=True)
+    runtime = FlakyRuntime(failures=2, pod_dir=pod_dir)
+    reported: list[str] = []
+
+    async def gone(pod: dict[str, Any]) -> None:
+        assert runtime.calls[-1] == "remove" and not pod_dir.exists()
+        reported.append(pod["metadata"]["uid"])
+
+    async def report(pod: dict[str, Any], status: dict[str, Any]) -> None:
+        raise AssertionError("a pod being removed reports no status")
+
+    worker = PodWorker(
+        pod={"metadata": {"name": "web", "namespace": "default", "uid": uid}, "spec": {}},
+        runtime=runtime,  # type: ignore[arg-type]
+        root=tmp_path,
+        node_name="edge-1",
+        lookup=lambda kind, ns, name: None,
+        report=report,
+        gone=gone,
+        timing=Timing(sync_interval=0.01, backoff_max=0.05),
+        deleted=True,
+    )
+    await asyncio.wait_for(worker.run(), 5)
+    assert runtime.calls == ["stop", "stop", "stop", "remove"]
+    assert reported == [uid]
