@@ -54,7 +54,11 @@ class EdgeSettings:
     runtime_endpoint: str = setting(
         "", "CRI endpoint of an existing containerd (unix:///...); empty: start a private one"
     )
-    images_dir: str = setting("", "OCI archives imported at start (default: DATA_DIR/images)")
+    images_dir: str = setting(
+        "",
+        "image archives (*.tar: OCI layout or `docker save`) imported at start; one that cannot "
+        "be read is skipped with an error line (default: DATA_DIR/images)",
+    )
     cni_bridge: str = setting("kubeedge0", "Linux bridge of the private containerd's pod network")
     pod_cidr: str = setting("10.244.0.0/24", "subnet pod IPs are allocated from")
     register_with_taints: str = setting(

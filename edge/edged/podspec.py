@@ -57,7 +57,9 @@ def sandbox_config(pod: dict[str, Any], log_dir: Path, attempt: int = 0) -> cri.
             namespace=meta.get("namespace", "default"),
             attempt=attempt,
         ),
-        hostname=spec.get("hostname") or meta["name"],
+        # A host-network pod has the node's UTS namespace: setting a hostname there fails
+        # ("unable to set hostname without a private UTS namespace"); the kubelet sets none.
+        hostname="" if host_network else spec.get("hostname") or meta["name"],
         log_directory=str(log_dir),
         labels={
             POD_UID: meta["uid"],

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]  # (pod, status)
 Gone = Callable[[dict[str, Any]], Awaitable[None]]
 CONFIG_ERROR = "CreateContainerConfigError"  # the kubelet's waiting reason for a bad config
+SANDBOX_ERROR = "CreatePodSandboxError"  # the kubelet's name for a sandbox that will not start
 
 
 @dataclass
@@ -118,7 +119,14 @@ class PodWorker:
                 await asyncio.wait_for(self._wake.wait(), self.timing.sync_interval)
 
     async def _sync(self) -> None:
-        await self._ensure_sandbox()
+        try:
+            await self._ensure_sandbox()
+        except CRIError as exc:  # in the pod's status, not only in edgecore's log
+            self._containers_waiting(SANDBOX_ERROR, f"failed to create pod sandbox: {exc}")
+            raise
+        for memo in self._containers.values():
+            if memo.waiting_reason == SANDBOX_ERROR:
+                memo.waiting_reason = memo.waiting_message = ""
         try:
             paths = volumes.prepare(self.root, self.pod, self.lookup)
         except volumes.UnsafeVolume as exc:
@@ -131,9 +139,13 @@ class PodWorker:
     def _refuse_containers(self, message: str) -> None:
         """A volume of the pod asks for more than its folder: no container of it starts, and
         each says why, as the kubelet words a bad container config."""
+        self._containers_waiting(CONFIG_ERROR, message)
+
+    def _containers_waiting(self, reason: str, message: str) -> None:
+        """Every container not yet created waits for `reason` (shown in the pod's status)."""
         for container in self.pod.get("spec", {}).get("containers") or []:
             memo = self._containers.setdefault(container["name"], _Container())
-            memo.waiting_reason, memo.waiting_message = CONFIG_ERROR, message
+            memo.waiting_reason, memo.waiting_message = reason, message
 
     async def _ensure_sandbox(self) -> None:
         if self.sandbox_id:

@@ -203,3 +203,38 @@ async def test_edge_restart_without_cloud_adopts_running_pods(stack: tuple[Clust
     await eventually(lambda: node_ready(cluster), 60, "edge-1 Ready again")
     await asyncio.sleep(2)
     assert await container_id() == before
+
+
+async def test_a_host_network_pod_runs_with_the_nodes_address(
+    stack: tuple[Cluster, Node],
+) -> None:
+    """Regression (issue 10): hostNetwork pods never started (RunPodSandbox: "unable to set
+    hostname without a private UTS namespace"). Now it runs, on the node's network, and its
+    pod IP is the node's address."""
+    cluster, _ = stack
+    host_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "on-host", "namespace": "default"},
+        "spec": {
+            "nodeName": "edge-1",
+            "hostNetwork": True,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "kubeedge-py/busybox:latest",
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "3600"],
+                }
+            ],
+        },
+    }
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(host_pod))
+
+    async def running() -> dict[str, Any] | None:
+        found = await pod(cluster, "on-host")
+        return found if found.get("status", {}).get("phase") == "Running" else None
+
+    status = (await eventually(running, 60, "host-network pod Running"))["status"]
+    assert status["podIP"] == status["hostIP"] != ""

@@ -1,7 +1,9 @@
-"""A pod's clean-up on the node: released only once the runtime let go of it.
+"""A pod worker when the runtime fails: the failure shows in the pod's status, and a pod's
+clean-up releases nothing until the runtime let go of it.
 
 The runtime here is a fake at the CRI seam (FlakyRuntime): containerd cannot be made to fail
-StopPodSandbox on demand, so this stands in for a CNI plugin that is busy for a while."""
+RunPodSandbox or StopPodSandbox on demand, so this stands in for a CNI plugin that is broken
+or busy for a while."""
 
 from __future__ import annotations
 
@@ -41,6 +43,33 @@ class FlakyRuntime:
     async def remove_pod_sandbox(self, sandbox_id: str) -> None:
         self.calls.append("remove")
 
+    async def run_pod_sandbox(self, config: Any) -> str:
+        raise CRITemporaryError("RunPodSandbox", grpc.StatusCode.UNKNOWN, "cni: no IP left")
+
+
+def worker_for(runtime: FlakyRuntime, root: Path, uid: str, **changes: Any) -> PodWorker:
+    async def report(pod: dict[str, Any], status: dict[str, Any]) -> None:
+        runtime.calls.append("report")
+
+    async def gone(pod: dict[str, Any]) -> None:
+        runtime.calls.append("gone")
+
+    pod = {
+        "metadata": {"name": "web", "namespace": "default", "uid": uid},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]},
+    }
+    return PodWorker(
+        pod=pod,
+        runtime=runtime,  # type: ignore[arg-type]
+        root=root,
+        node_name="edge-1",
+        lookup=lambda kind, ns, name: None,
+        report=report,
+        gone=gone,
+        timing=Timing(sync_interval=0.01, backoff_max=0.05),
+        **changes,
+    )
+
 
 async def test_a_sandbox_that_will_not_stop_is_retried_before_anything_is_released(
     tmp_path: Path,
@@ -75,3 +104,29 @@ async def test_a_sandbox_that_will_not_stop_is_retried_before_anything_is_releas
     await asyncio.wait_for(worker.run(), 5)
     assert runtime.calls == ["stop", "stop", "stop", "remove"]
     assert reported == [uid]
+
+
+async def test_a_sandbox_that_will_not_start_shows_in_the_pod_status(tmp_path: Path) -> None:
+    """Regression (issue 10): a RunPodSandbox failure left the pod ContainerCreating with no
+    reason; its containers now wait with CreatePodSandboxError and the runtime's message."""
+    runtime = FlakyRuntime(failures=0, pod_dir=tmp_path)
+    runtime.list_pod_sandbox = _none  # type: ignore[method-assign]
+    worker = worker_for(runtime, tmp_path, "1a1a1a1a-uid")
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(100):
+            if "report" in runtime.calls:
+                break
+            await asyncio.sleep(0.01)
+        status = await worker.status()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    (container,) = status["containerStatuses"]
+    waiting = container["state"]["waiting"]
+    assert waiting["reason"] == "CreatePodSandboxError"
+    assert "cni: no IP left" in waiting["message"]
+
+
+async def _none(_filter: Any) -> list[Any]:
+    return []
