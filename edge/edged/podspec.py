@@ -203,10 +203,8 @@ def _resources(res: cri.LinuxContainerResources, spec: dict[str, Any]) -> None:
 
 def cpu_millis(value: Any) -> int:
     text = str(value)
-    if text.endswith("m"):
-        return int(float(text[:-1]))
     try:
-        return int(float(text) * 1000)
+        return int(float(text[:-1])) if text.endswith("m") else int(float(text) * 1000)
     except ValueError:
         raise SpecError(f"invalid cpu quantity {value!r}") from None
 

@@ -64,6 +64,8 @@ def prepare(root: Path, pod: dict[str, Any], lookup: Lookup) -> dict[str, str]:
             found[vol["name"]] = str(_prepare_one(root, meta, vol, lookup))
         except paths.UnsafePath as exc:
             raise UnsafeVolume(f"volume {vol['name']!r}: {exc}") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # bad base64, a full disk
+            raise VolumeError(f"volume {vol.get('name')!r}: {type(exc).__name__}: {exc}") from exc
     return found
 
 

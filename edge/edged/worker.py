@@ -80,6 +80,7 @@ class PodWorker:
     _containers: dict[str, _Container] = field(default_factory=dict)
     _last_status: dict[str, Any] = field(default_factory=dict)
     _events: list[str] = field(default_factory=list)
+    _last_unexpected: str = ""
 
     @property
     def uid(self) -> str:
@@ -112,7 +113,10 @@ class PodWorker:
             try:
                 await self._sync()
             except (CRIError, podspec.SpecError, volumes.VolumeError) as exc:
+                self._waiting_for_volumes(exc)
                 log.warning("edged: pod %s: %s", self.key, exc)
+            except Exception as exc:  # one pod's surprise must not end its worker
+                self._unexpected(exc)
             await self._report_status()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -140,6 +144,20 @@ class PodWorker:
         """A volume of the pod asks for more than its folder: no container of it starts, and
         each says why, as the kubelet words a bad container config."""
         self._containers_waiting(CONFIG_ERROR, message)
+
+    def _waiting_for_volumes(self, exc: Exception) -> None:
+        """A volume that cannot be prepared: containers stay ContainerCreating, saying why."""
+        if isinstance(exc, volumes.VolumeError) and not isinstance(exc, volumes.UnsafeVolume):
+            self._containers_waiting("ContainerCreating", f"failed to prepare volumes: {exc}")
+
+    def _unexpected(self, exc: Exception) -> None:
+        """An error nothing expected: logged with its traceback once (not every round), and
+        the pod's containers say it, so it shows in kubectl rather than only in the log."""
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self._last_unexpected:
+            self._last_unexpected = message
+            log.error("edged: pod %s: unexpected error", self.key, exc_info=exc)
+        self._containers_waiting("RunContainerError", f"edged: {message}")
 
     def _containers_waiting(self, reason: str, message: str) -> None:
         """Every container not yet created waits for `reason` (shown in the pod's status)."""
@@ -271,6 +289,10 @@ class PodWorker:
         except podspec.SpecError as exc:
             memo.waiting_reason, memo.waiting_message = CONFIG_ERROR, str(exc)
             raise
+        except (ValueError, KeyError, TypeError) as exc:  # a spec edged cannot read
+            message = f"container {name}: {type(exc).__name__}: {exc}"
+            memo.waiting_reason, memo.waiting_message = CONFIG_ERROR, message
+            raise podspec.SpecError(message) from exc
         sandbox_config = self._sandbox_config()
         container_id = await self.runtime.create_container(self.sandbox_id, config, sandbox_config)
         await self.runtime.start_container(container_id)

@@ -13,8 +13,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import grpc
+import pytest
 
-from edge.edged import volumes
+from edge.edged import podspec, volumes
 from edge.edged.cri import CRITemporaryError
 from edge.edged.worker import PodWorker, Timing
 
@@ -130,3 +131,44 @@ async def test_a_sandbox_that_will_not_start_shows_in_the_pod_status(tmp_path: P
 
 async def _none(_filter: Any) -> list[Any]:
     return []
+
+
+async def test_an_unexpected_error_gets_the_pod_a_reason_and_one_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression (issue 10): an error outside the expected set ended in a traceback every
+    round and no status; now the worker keeps going, logs it once, and the pod says it."""
+    runtime = FlakyRuntime(failures=0, pod_dir=tmp_path)
+
+    async def broken(_filter: Any) -> list[Any]:
+        raise RuntimeError("something nobody expected")
+
+    runtime.list_pod_sandbox = broken  # type: ignore[method-assign]
+    worker = worker_for(runtime, tmp_path, "2b2b2b2b-uid")
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.2)  # ~20 rounds
+        assert not task.done(), "the worker died"
+        status = await worker.status()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    waiting = status["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "RunContainerError"
+    assert "something nobody expected" in waiting["message"]
+    tracebacks = [r for r in caplog.records if r.exc_info and "unexpected" in r.getMessage()]
+    assert len(tracebacks) == 1
+
+
+def test_a_bad_cpu_quantity_or_base64_is_a_clear_error(tmp_path: Path) -> None:
+    """What the API server would refuse but a tampered or old store may hold: `cpu: xm`, a
+    secret whose data is not base64. Each is an error naming the problem, not a crash."""
+    with pytest.raises(podspec.SpecError, match="invalid cpu quantity 'xm'"):
+        podspec.cpu_millis("xm")
+    pod = {
+        "metadata": {"name": "web", "namespace": "default", "uid": "3c3c3c3c-uid"},
+        "spec": {"volumes": [{"name": "s", "secret": {"secretName": "bad"}}]},
+    }
+    bad = {"metadata": {"name": "bad"}, "data": {"key": "not base64!"}}
+    with pytest.raises(volumes.VolumeError, match="volume 's'"):
+        volumes.prepare(tmp_path, pod, lambda kind, ns, name: bad)
