@@ -47,11 +47,22 @@ class Timing:
     backoff_max: float = 300.0
 
 
+def next_backoff(current: float, failed_at: float, now: float, timing: Timing) -> float:
+    """The delay before restarting a container that just failed: backoff_initial the first
+    time, doubled on each failure up to backoff_max — and back to backoff_initial when the
+    last failure is more than twice backoff_max ago (a long healthy run), as the kubelet's
+    back-off forgets old failures."""
+    if current == 0.0 or now - failed_at > 2 * timing.backoff_max:
+        return timing.backoff_initial
+    return min(current * 2, timing.backoff_max)
+
+
 @dataclass
 class _Container:
     """What the worker remembers of one container name between rounds."""
 
     backoff: float = 0.0
+    failed_at: float = 0.0  # monotonic time of the last failure that set `backoff`
     next_start: float = 0.0
     waiting_reason: str = ""
     waiting_message: str = ""
@@ -252,11 +263,8 @@ class PodWorker:
             return
         now = time.monotonic()
         if memo.next_start == 0.0:
-            memo.backoff = (
-                self.timing.backoff_initial
-                if memo.backoff == 0.0
-                else min(memo.backoff * 2, self.timing.backoff_max)
-            )
+            memo.backoff = next_backoff(memo.backoff, memo.failed_at, now, self.timing)
+            memo.failed_at = now
             memo.next_start = now + memo.backoff
             if memo.waiting_reason != CONFIG_ERROR:  # the config error says more; keep it
                 memo.waiting_reason = "CrashLoopBackOff"

@@ -17,7 +17,7 @@ import pytest
 
 from edge.edged import podspec, volumes
 from edge.edged.cri import CRITemporaryError
-from edge.edged.worker import PodWorker, Timing
+from edge.edged.worker import PodWorker, Timing, next_backoff
 
 
 class FlakyRuntime:
@@ -172,3 +172,17 @@ def test_a_bad_cpu_quantity_or_base64_is_a_clear_error(tmp_path: Path) -> None:
     bad = {"metadata": {"name": "bad"}, "data": {"key": "not base64!"}}
     with pytest.raises(volumes.VolumeError, match="volume 's'"):
         volumes.prepare(tmp_path, pod, lambda kind, ns, name: bad)
+
+
+def test_crash_back_off_doubles_and_forgets_after_a_long_healthy_run() -> None:
+    """Regression (issue 10): the back-off never reset, so a container that crashed once a
+    day waited the maximum forever. Now it doubles up to the maximum, and a failure more than
+    twice the maximum after the last one starts again from the initial delay."""
+    timing = Timing(backoff_initial=10, backoff_max=300)
+    delays, backoff, at = [], 0.0, 0.0
+    for now in (0, 20, 50, 100, 200, 400, 800):
+        backoff = next_backoff(backoff, at, now, timing)
+        at = now
+        delays.append(backoff)
+    assert delays == [10, 20, 40, 80, 160, 300, 300]
+    assert next_backoff(300, at, at + 601, timing) == 10  # quiet for over 2 x 300 s
