@@ -63,6 +63,9 @@ class _Container:
 
     backoff: float = 0.0
     failed_at: float = 0.0  # monotonic time of the last failure that set `backoff`
+    pull_backoff: float = 0.0  # the same for image pulls (ImagePullBackOff)
+    pull_failed_at: float = 0.0
+    pull_retry_at: float = 0.0
     next_start: float = 0.0
     waiting_reason: str = ""
     waiting_message: str = ""
@@ -282,8 +285,8 @@ class PodWorker:
         self, spec: dict[str, Any], memo: _Container, paths: dict[str, str], *, attempt: int
     ) -> None:
         name = spec["name"]
+        await self._ensure_image(spec, memo)  # sets its own reason (ErrImagePull, ...) on failure
         try:
-            await self._ensure_image(spec, memo)
             config = podspec.container_config(
                 self.pod,
                 spec,
@@ -319,6 +322,11 @@ class PodWorker:
             else "IfNotPresent"
         )
         present = await self.runtime.image_status(image)
+        now = time.monotonic()
+        if present is None and now < memo.pull_retry_at:
+            memo.waiting_reason = "ImagePullBackOff"
+            memo.waiting_message = f'Back-off pulling image "{spec["image"]}"'
+            raise podspec.SpecError(memo.waiting_message)
         if policy == "Never" and present is None:
             memo.waiting_reason = "ErrImageNeverPull"
             raise podspec.SpecError(
@@ -329,11 +337,17 @@ class PodWorker:
                 await self.runtime.pull_image(image)
             except CRIError as exc:
                 if present is None:
+                    memo.pull_backoff = next_backoff(
+                        memo.pull_backoff, memo.pull_failed_at, now, self.timing
+                    )
+                    memo.pull_failed_at, memo.pull_retry_at = now, now + memo.pull_backoff
                     memo.waiting_reason, memo.waiting_message = "ErrImagePull", str(exc)
                     raise
                 log.warning(
                     "edged: pull of %s failed, using the local copy: %s", spec["image"], exc
                 )
+                return
+            memo.pull_backoff = 0.0
 
     async def _probe(
         self, spec: dict[str, Any], memo: _Container, container: cri.Container

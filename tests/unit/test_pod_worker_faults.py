@@ -14,9 +14,10 @@ from typing import Any
 
 import grpc
 import pytest
+from cri.runtime.v1 import api_pb2 as cri
 
 from edge.edged import podspec, volumes
-from edge.edged.cri import CRITemporaryError
+from edge.edged.cri import CRIPermanentError, CRITemporaryError
 from edge.edged.worker import PodWorker, Timing, next_backoff
 
 
@@ -186,3 +187,45 @@ def test_crash_back_off_doubles_and_forgets_after_a_long_healthy_run() -> None:
         delays.append(backoff)
     assert delays == [10, 20, 40, 80, 160, 300, 300]
     assert next_backoff(300, at, at + 601, timing) == 10  # quiet for over 2 x 300 s
+
+
+class PullFails(FlakyRuntime):
+    """Fake CRI: a ready sandbox, no containers, an image that is absent and cannot be pulled."""
+
+    pulls = 0
+
+    async def list_pod_sandbox(self, _filter: Any) -> list[Any]:
+        return [SimpleNamespace(id="sandbox-1", state=cri.SANDBOX_READY)]
+
+    async def pod_sandbox_status(self, sandbox_id: str) -> Any:
+        return SimpleNamespace(
+            state=cri.SANDBOX_READY, network=SimpleNamespace(ip="10.1.1.5"), created_at=0
+        )
+
+    async def image_status(self, image: Any) -> None:
+        return None
+
+    async def pull_image(self, image: Any) -> None:
+        self.pulls += 1
+        raise CRIPermanentError("PullImage", grpc.StatusCode.NOT_FOUND, "no such registry")
+
+
+async def test_a_failing_pull_backs_off_as_image_pull_back_off(tmp_path: Path) -> None:
+    """Regression (issue 10): a pull that fails was retried on every sync (every second);
+    now it waits backoff_initial (doubling), and the container says ImagePullBackOff."""
+    runtime = PullFails(failures=0, pod_dir=tmp_path)
+    worker = worker_for(runtime, tmp_path, "4d4d4d4d-uid")
+    worker.timing = Timing(sync_interval=0.01, backoff_initial=60, backoff_max=300)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.3)  # ~30 rounds
+        status = await worker.status()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert runtime.pulls == 1
+    waiting = status["containerStatuses"][0]["state"]["waiting"]
+    assert waiting == {
+        "reason": "ImagePullBackOff",
+        "message": 'Back-off pulling image "busybox"',
+    }
