@@ -461,6 +461,9 @@ class PodWorker:
         except CRIError as exc:
             log.warning("edged: pod %s: no status: %s", self.key, exc)
             return
+        # Conditions that did not change keep when they last did (from the last report, or
+        # after a restart of edgecore from the status the API holds).
+        keep_transition_times(status, self._last_status or self.pod.get("status") or {})
         if _comparable(status) != _comparable(self._last_status):
             self._last_status = status
             await self.report(self.pod, status)
@@ -612,6 +615,17 @@ def _qos(spec: dict[str, Any]) -> str:
     ):
         return "Guaranteed"
     return "Burstable"
+
+
+def keep_transition_times(status: dict[str, Any], previous: dict[str, Any]) -> None:
+    """Give each condition whose status is unchanged its previous lastTransitionTime."""
+    before = {c.get("type"): c for c in previous.get("conditions") or []}
+    for condition in status.get("conditions") or []:
+        old = before.get(condition["type"])
+        if old is not None and old.get("status") == condition["status"]:
+            condition["lastTransitionTime"] = (
+                old.get("lastTransitionTime") or (condition["lastTransitionTime"])
+            )
 
 
 def _comparable(status: dict[str, Any]) -> Any:

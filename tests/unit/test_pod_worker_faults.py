@@ -18,7 +18,13 @@ from cri.runtime.v1 import api_pb2 as cri
 
 from edge.edged import podspec, volumes
 from edge.edged.cri import CRIPermanentError, CRITemporaryError
-from edge.edged.worker import PodWorker, Timing, next_backoff
+from edge.edged.worker import (
+    PodWorker,
+    Timing,
+    build_pod_status,
+    keep_transition_times,
+    next_backoff,
+)
 
 
 class FlakyRuntime:
@@ -229,3 +235,17 @@ async def test_a_failing_pull_backs_off_as_image_pull_back_off(tmp_path: Path) -
         "reason": "ImagePullBackOff",
         "message": 'Back-off pulling image "busybox"',
     }
+
+
+def test_a_condition_keeps_its_transition_time_until_it_changes() -> None:
+    """Regression (issue 10): every report rewrote every condition's lastTransitionTime."""
+    running = {"name": "c", "ready": True, "restartCount": 0, "state": {"running": {}}}
+    first = build_pod_status({}, [running], pod_ip="", started_at="")
+    for c in first["conditions"]:
+        c["lastTransitionTime"] = "2026-01-01T00:00:00Z"
+    later = build_pod_status({}, [{**running, "ready": False}], pod_ip="", started_at="")
+    keep_transition_times(later, first)
+    times = {c["type"]: c["lastTransitionTime"] for c in later["conditions"]}
+    assert times["PodScheduled"] == times["Initialized"] == "2026-01-01T00:00:00Z"
+    assert times["Ready"] != "2026-01-01T00:00:00Z"  # Ready went True -> False: now
+    assert times["ContainersReady"] == times["Ready"]
