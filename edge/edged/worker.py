@@ -47,6 +47,15 @@ class Timing:
     backoff_max: float = 300.0
 
 
+def api_restart_count(status: dict[str, Any], name: str) -> int:
+    """The attempt number of container `name`'s last container as the API's pod status tells
+    it (after an edgecore restart), or -1 when it never started."""
+    for c in status.get("containerStatuses") or []:
+        if c.get("name") == name and c.get("containerID"):
+            return int(c.get("restartCount") or 0)
+    return -1
+
+
 def next_backoff(current: float, failed_at: float, now: float, timing: Timing) -> float:
     """The delay before restarting a container that just failed: backoff_initial the first
     time, doubled on each failure up to backoff_max — and back to backoff_initial when the
@@ -66,6 +75,7 @@ class _Container:
     pull_backoff: float = 0.0  # the same for image pulls (ImagePullBackOff)
     pull_failed_at: float = 0.0
     pull_retry_at: float = 0.0
+    last_attempt: int = -1  # the attempt number of the last container started (-1: none yet)
     next_start: float = 0.0
     waiting_reason: str = ""
     waiting_message: str = ""
@@ -233,8 +243,11 @@ class PodWorker:
         name = spec["name"]
         memo = self._containers.setdefault(name, _Container())
         latest = existing[0] if existing else None
-        if latest is None:
-            await self._start(spec, memo, paths, attempt=0)
+        if latest is None:  # a new sandbox: the count goes on from the last container
+            previous = memo.last_attempt
+            if previous < 0:
+                previous = api_restart_count(self.pod.get("status") or {}, name)
+            await self._start(spec, memo, paths, attempt=previous + 1)
             return
         if latest.annotations.get(podspec.CONTAINER_HASH) != podspec.container_hash(spec):
             log.info("edged: pod %s: container %s changed; replacing it", self.key, name)
@@ -312,6 +325,7 @@ class PodWorker:
         memo.readiness = _prober(spec.get("readinessProbe"))
         memo.startup = _prober(spec.get("startupProbe"))
         memo.probed_id = container_id
+        memo.last_attempt = attempt
         log.info("edged: pod %s: started container %s (attempt %d)", self.key, name, attempt)
 
     async def _ensure_image(self, spec: dict[str, Any], memo: _Container) -> None:

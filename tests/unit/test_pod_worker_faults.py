@@ -21,6 +21,7 @@ from edge.edged.cri import CRIPermanentError, CRITemporaryError
 from edge.edged.worker import (
     PodWorker,
     Timing,
+    api_restart_count,
     build_pod_status,
     keep_transition_times,
     next_backoff,
@@ -249,3 +250,16 @@ def test_a_condition_keeps_its_transition_time_until_it_changes() -> None:
     assert times["PodScheduled"] == times["Initialized"] == "2026-01-01T00:00:00Z"
     assert times["Ready"] != "2026-01-01T00:00:00Z"  # Ready went True -> False: now
     assert times["ContainersReady"] == times["Ready"]
+
+
+def test_the_restart_count_goes_on_in_a_new_sandbox() -> None:
+    """Regression (issue 10): a recreated sandbox started its containers at attempt 0, so
+    restartCount went back to 0. The count goes on from the last container — remembered, or
+    after an edgecore restart read from the pod status the API holds."""
+    status = {
+        "containerStatuses": [{"name": "app", "containerID": "containerd://x", "restartCount": 4}]
+    }
+    assert api_restart_count(status, "app") == 4
+    assert api_restart_count(status, "other") == -1
+    never = {"containerStatuses": [{"name": "app", "restartCount": 0}]}  # waiting, no container
+    assert api_restart_count(never, "app") == -1
