@@ -47,6 +47,14 @@ class Timing:
     backoff_max: float = 300.0
 
 
+def adopted_status(status: dict[str, Any], name: str, container_id: str) -> dict[str, Any]:
+    """What the API's pod status says of container `name` if it describes `container_id`."""
+    for c in status.get("containerStatuses") or []:
+        if c.get("name") == name and c.get("containerID") == f"containerd://{container_id}":
+            return dict(c)
+    return {}
+
+
 def api_restart_count(status: dict[str, Any], name: str) -> int:
     """The attempt number of container `name`'s last container as the API's pod status tells
     it (after an edgecore restart), or -1 when it never started."""
@@ -363,14 +371,25 @@ class PodWorker:
                 return
             memo.pull_backoff = 0.0
 
+    def _adopt_probes(self, spec: dict[str, Any], memo: _Container, container_id: str) -> None:
+        """Probes for a running container edged did not start: they go on from what the API's
+        pod status says of that very container (ready, started), so restarting edgecore does
+        not flip its pods NotReady until their probes pass again."""
+        memo.liveness = _prober(spec.get("livenessProbe"))
+        memo.readiness = _prober(spec.get("readinessProbe"))
+        memo.startup = _prober(spec.get("startupProbe"))
+        memo.probed_id = container_id
+        known = adopted_status(self.pod.get("status") or {}, spec["name"], container_id)
+        if memo.readiness is not None and known.get("ready"):
+            memo.readiness.passed = True
+        if memo.startup is not None and known.get("started"):
+            memo.startup.passed = True
+
     async def _probe(
         self, spec: dict[str, Any], memo: _Container, container: cri.Container
     ) -> None:
-        if memo.probed_id != container.id:  # adopted after a restart: probes start afresh
-            memo.liveness = _prober(spec.get("livenessProbe"))
-            memo.readiness = _prober(spec.get("readinessProbe"))
-            memo.startup = _prober(spec.get("startupProbe"))
-            memo.probed_id = container.id
+        if memo.probed_id != container.id:  # adopted after an edgecore restart
+            self._adopt_probes(spec, memo, container.id)
 
         async def exec_fn(cmd: list[str], timeout: float) -> int:
             resp = await self.runtime.exec_sync(container.id, cmd, timeout)

@@ -263,3 +263,52 @@ def test_the_restart_count_goes_on_in_a_new_sandbox() -> None:
     assert api_restart_count(status, "other") == -1
     never = {"containerStatuses": [{"name": "app", "restartCount": 0}]}  # waiting, no container
     assert api_restart_count(never, "app") == -1
+
+
+APP = {"name": "app", "image": "busybox", "readinessProbe": {
+    "exec": {"command": ["true"]}, "initialDelaySeconds": 3600, "periodSeconds": 3600,
+}}  # fmt: skip
+
+
+class Adopted(PullFails):
+    """Fake CRI: a ready sandbox with one running container `c-1` edged did not start."""
+
+    async def list_containers(self, _filter: Any) -> list[Any]:
+        return [
+            SimpleNamespace(
+                id="c-1",
+                state=cri.CONTAINER_RUNNING,
+                created_at=1,
+                metadata=SimpleNamespace(name="app", attempt=0),
+                annotations={podspec.CONTAINER_HASH: podspec.container_hash(APP)},
+            )
+        ]
+
+    async def container_status(self, container_id: str) -> Any:
+        return cri.ContainerStatus(id=container_id, state=cri.CONTAINER_RUNNING, image_ref="x")
+
+
+async def test_an_adopted_ready_container_stays_ready(tmp_path: Path) -> None:
+    """Regression (issue 10): after an edgecore restart, probes started from scratch, so every
+    pod with a readiness probe went NotReady until the probe passed again. A running container
+    the API's status called ready stays ready."""
+    runtime = Adopted(failures=0, pod_dir=tmp_path)
+    worker = worker_for(runtime, tmp_path, "5e5e5e5e-uid")
+    worker.pod["spec"]["containers"] = [APP]
+    worker.pod["status"] = {
+        "containerStatuses": [
+            {"name": "app", "containerID": "containerd://c-1", "ready": True, "started": True}
+        ]
+    }
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.1)
+        status = await worker.status()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert status["containerStatuses"][0]["ready"] is True
+    worker.pod["status"]["containerStatuses"][0]["containerID"] = "containerd://other"
+    worker._containers.clear()  # another container than the one the API saw: not ready yet
+    await worker._sync()
+    assert (await worker.status())["containerStatuses"][0]["ready"] is False
