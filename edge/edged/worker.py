@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,7 @@ from cri.runtime.v1 import api_pb2 as cri
 from edge.edged import podspec, probes, volumes
 from edge.edged.cri import CRI, CRIError, CRINotFound
 from edge.edged.node import rfc3339
-from edge.private import private_tree
+from edge.private import private_tree, write_private
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ class PodWorker:
         if latest is None:  # a new sandbox: the count goes on from the last container
             previous = memo.last_attempt
             if previous < 0:
-                previous = api_restart_count(self.pod.get("status") or {}, name)
+                previous = api_restart_count(self._known_status(), name)
             await self._start(spec, memo, paths, attempt=previous + 1)
             return
         if latest.annotations.get(podspec.CONTAINER_HASH) != podspec.container_hash(spec):
@@ -379,7 +380,7 @@ class PodWorker:
         memo.readiness = _prober(spec.get("readinessProbe"))
         memo.startup = _prober(spec.get("startupProbe"))
         memo.probed_id = container_id
-        known = adopted_status(self.pod.get("status") or {}, spec["name"], container_id)
+        known = adopted_status(self._known_status(), spec["name"], container_id)
         if memo.readiness is not None and known.get("ready"):
             memo.readiness.passed = True
         if memo.startup is not None and known.get("started"):
@@ -496,10 +497,31 @@ class PodWorker:
             return
         # Conditions that did not change keep when they last did (from the last report, or
         # after a restart of edgecore from the status the API holds).
-        keep_transition_times(status, self._last_status or self.pod.get("status") or {})
+        keep_transition_times(status, self._last_status or self._known_status())
         if _comparable(status) != _comparable(self._last_status):
             self._last_status = status
+            self._save_status(status)
             await self.report(self.pod, status)
+
+    def _save_status(self, status: dict[str, Any]) -> None:
+        """Kept on the node (pods/UID/status.json), so a restarted edgecore goes on from the
+        status it last reported even when the cloud is away."""
+        try:
+            folder = private_tree(self.root, "pods", self.uid)
+            write_private(folder / "status.json", json.dumps(status).encode())
+        except OSError as exc:  # a full disk: the report still goes up; adoption is poorer
+            log.warning("edged: pod %s: status not saved: %s", self.key, exc)
+
+    def _known_status(self) -> dict[str, Any]:
+        """The last status reported for this pod: saved on the node, else the API's."""
+        path = volumes.pod_dir(self.root, self.uid) / "status.json"
+        try:
+            saved = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            saved = None
+        if isinstance(saved, dict):
+            return saved
+        return dict(self.pod.get("status") or {})
 
     async def status(self) -> dict[str, Any]:
         spec = self.pod.get("spec", {})

@@ -8,6 +8,7 @@ or busy for a while."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -291,24 +292,28 @@ class Adopted(PullFails):
 async def test_an_adopted_ready_container_stays_ready(tmp_path: Path) -> None:
     """Regression (issue 10): after an edgecore restart, probes started from scratch, so every
     pod with a readiness probe went NotReady until the probe passed again. A running container
-    the API's status called ready stays ready."""
-    runtime = Adopted(failures=0, pod_dir=tmp_path)
-    worker = worker_for(runtime, tmp_path, "5e5e5e5e-uid")
-    worker.pod["spec"]["containers"] = [APP]
-    worker.pod["status"] = {
+    that the last reported status called ready stays ready — that status is saved on the node
+    (the pod the node holds may carry an older status), else taken from the API's."""
+    uid = "5e5e5e5e-uid"
+    ready_c1 = {
         "containerStatuses": [
             {"name": "app", "containerID": "containerd://c-1", "ready": True, "started": True}
         ]
     }
-    task = asyncio.create_task(worker.run())
-    try:
-        await asyncio.sleep(0.1)
-        status = await worker.status()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    assert status["containerStatuses"][0]["ready"] is True
-    worker.pod["status"]["containerStatuses"][0]["containerID"] = "containerd://other"
-    worker._containers.clear()  # another container than the one the API saw: not ready yet
-    await worker._sync()
-    assert (await worker.status())["containerStatuses"][0]["ready"] is False
+
+    async def ready_after_adoption(saved: dict[str, Any] | None, api: dict[str, Any]) -> bool:
+        status_file = volumes.pod_dir(tmp_path, uid) / "status.json"
+        status_file.unlink(missing_ok=True)
+        if saved is not None:
+            status_file.parent.mkdir(parents=True, exist_ok=True)
+            status_file.write_text(json.dumps(saved))
+        worker = worker_for(Adopted(failures=0, pod_dir=tmp_path), tmp_path, uid)
+        worker.pod["spec"]["containers"] = [APP]
+        worker.pod["status"] = api
+        await worker._sync()
+        return bool((await worker.status())["containerStatuses"][0]["ready"])
+
+    assert await ready_after_adoption(ready_c1, {})  # saved on the node; the API's is stale
+    assert await ready_after_adoption(None, ready_c1)  # nothing saved: the API's
+    other = json.loads(json.dumps(ready_c1).replace("c-1", "c-0"))
+    assert not await ready_after_adoption(other, other)  # about another container: probe first
