@@ -71,6 +71,14 @@ class EdgeSettings:
     crash_backoff_initial: float = setting(
         10.0, "first delay before restarting a crashed container"
     )
+    container_log_max_bytes: int = setting(
+        10 * MiB,
+        "a running container's log is rotated once it holds this many bytes (the kubelet's "
+        "containerLogMaxSize)",
+    )
+    container_log_max_files: int = setting(
+        5, "log files kept per container, the live one included (containerLogMaxFiles; >= 2)"
+    )
     crash_backoff_max: float = setting(300.0, "longest delay before restarting a crashed container")
     mqtt_mode: str = setting(
         "internal", "internal: run the embedded MQTT broker; external: use --mqtt-broker"

@@ -3,14 +3,16 @@
 containerd writes each line as `<RFC3339Nano time> <stdout|stderr> <F|P> <text>`; P marks a
 partial line continued by the next entry. `read_lines` turns a file into what kubectl shows
 (optionally with timestamps), `tail` keeps the last N, `follow` yields new lines as they come
-while `still_running()` says the container may write more.
+while `still_running()` says the container may write more. `rotate` keeps a running
+container's log under a size, in a bounded number of files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,3 +92,30 @@ async def follow(
         elif not still_running():
             return
         await asyncio.sleep(poll)
+
+
+async def rotate(
+    log_file: Path, reopen: Callable[[], Awaitable[None]], *, max_bytes: int, max_files: int
+) -> bool:
+    """Rotate a running container's log as the kubelet does (containerLogMaxSize/MaxFiles):
+    once it holds `max_bytes`, rename it to `NAME.YYYYmmdd-HHMMSS.ffffff`, have the runtime
+    reopen the log at NAME (`reopen`: CRI ReopenContainerLog), and delete the oldest rotated
+    files so at most `max_files` files remain, the live one included. True if it rotated.
+    When the runtime cannot reopen, the file is renamed back (nothing is lost)."""
+    try:
+        if os.stat(log_file).st_size < max_bytes:  # a stat and renames: no thread needed
+            return False
+    except FileNotFoundError:
+        return False
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S.%f")
+    rotated = log_file.with_name(f"{log_file.name}.{stamp}")
+    os.rename(log_file, rotated)
+    try:
+        await reopen()
+    except BaseException:
+        os.rename(rotated, log_file)
+        raise
+    old = sorted(log_file.parent.glob(f"{log_file.name}.*"))
+    for path in old[: max(0, len(old) - (max_files - 1))]:
+        path.unlink(missing_ok=True)
+    return True

@@ -201,6 +201,8 @@ class Edged:
             self.settings.pod_sync_interval,
             self.settings.crash_backoff_initial,
             self.settings.crash_backoff_max,
+            self.settings.container_log_max_bytes,
+            max(2, self.settings.container_log_max_files),
         )
         worker = PodWorker(
             pod,

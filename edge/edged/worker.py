@@ -28,7 +28,7 @@ from typing import Any
 
 from cri.runtime.v1 import api_pb2 as cri
 
-from edge.edged import podspec, probes, volumes
+from edge.edged import logs, podspec, probes, volumes
 from edge.edged.cri import CRI, CRIError, CRINotFound
 from edge.edged.node import rfc3339
 from edge.private import private_tree, write_private
@@ -46,6 +46,8 @@ class Timing:
     sync_interval: float = 1.0
     backoff_initial: float = 10.0
     backoff_max: float = 300.0
+    log_max_bytes: int = 10 * 1024 * 1024  # rotate a running container's log past this
+    log_max_files: int = 5
 
 
 def adopted_status(status: dict[str, Any], name: str, container_id: str) -> dict[str, Any]:
@@ -266,6 +268,7 @@ class PodWorker:
             return
         if latest.state == cri.CONTAINER_RUNNING:
             memo.waiting_reason = ""
+            await self._rotate_log(name, latest)
             await self._probe(spec, memo, latest)
             return
         if latest.state == cri.CONTAINER_CREATED:
@@ -371,6 +374,27 @@ class PodWorker:
                 )
                 return
             memo.pull_backoff = 0.0
+
+    async def _rotate_log(self, name: str, container: cri.Container) -> None:
+        log_file = (
+            self.root / "pods" / self.uid / "logs" / name / f"{container.metadata.attempt}.log"
+        )
+
+        async def reopen() -> None:
+            await self.runtime.reopen_container_log(container.id)
+
+        try:
+            rotated = await logs.rotate(
+                log_file,
+                reopen,
+                max_bytes=self.timing.log_max_bytes,
+                max_files=self.timing.log_max_files,
+            )
+        except (OSError, CRIError) as exc:  # the container goes on; the next round tries again
+            log.warning("edged: pod %s: rotating the log of %s: %s", self.key, name, exc)
+            return
+        if rotated:
+            log.info("edged: pod %s: rotated the log of %s", self.key, name)
 
     def _adopt_probes(self, spec: dict[str, Any], memo: _Container, container_id: str) -> None:
         """Probes for a running container edged did not start: they go on from what the API's

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.cluster import Cluster
-from tests.support.edgenode import Node, node_ready
+from tests.support.edgenode import Node, node_ready, start_node
 from tests.support.waiting import eventually, http_get
 
 pytestmark = pytest.mark.e2e
@@ -238,3 +239,55 @@ async def test_a_host_network_pod_runs_with_the_nodes_address(
 
     status = (await eventually(running, 60, "host-network pod Running"))["status"]
     assert status["podIP"] == status["hostIP"] != ""
+
+
+async def test_container_logs_are_rotated_by_size_and_count(
+    cloud: tuple[Cluster, str], images: Path, tmp_path: Path
+) -> None:
+    """Regression (issue 10): container logs grew without limit. With a 40 kB limit and 3
+    files, a container that writes ~1.3 MB leaves at most 3 log files, and `kubectl logs`
+    still shows its last lines."""
+    cluster, hub = cloud
+    limits = ["--container-log-max-bytes", "40000", "--container-log-max-files", "3"]
+    node = await start_node(
+        "edge-1", tmp_path / "edge", hub, images, *await cluster.join_flags("edge-1"), *limits
+    )
+    try:
+        await eventually(lambda: node_ready(cluster), 60, "edge-1 Ready")
+        chatty = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "chatty", "namespace": "default"},
+            "spec": {
+                "nodeName": "edge-1",
+                "terminationGracePeriodSeconds": 1,
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "kubeedge-py/busybox:latest",
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c", WRITE_LINES],
+                    }
+                ],
+            },
+        }
+        await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(chatty))
+
+        async def done_writing() -> bool:
+            out = await cluster.kubectl("logs", "chatty", "--tail", "1", check=False)
+            return "line-19999" in out
+
+        await eventually(done_writing, 90, "the last line in kubectl logs")
+        uid = (await pod(cluster, "chatty"))["metadata"]["uid"]
+        folder = tmp_path / "edge" / "pods" / uid / "logs" / "c"
+        await asyncio.sleep(1.0)  # a sync round after the last write
+        files = sorted(p.name for p in folder.iterdir())
+        assert len(files) <= 3 and "0.log" in files, files
+        assert sum(p.stat().st_size for p in folder.iterdir()) < 400_000
+    finally:
+        await node.stop_and_reset()
+
+
+WRITE_LINES = (
+    "i=0; while [ $i -lt 20000 ]; do echo line-$i-" + "0" * 40 + "; i=$((i+1)); done; sleep 3600"
+)
