@@ -245,8 +245,8 @@ async def test_container_logs_are_rotated_by_size_and_count(
     cloud: tuple[Cluster, str], images: Path, tmp_path: Path
 ) -> None:
     """Regression (issue 10): container logs grew without limit. With a 40 kB limit and 3
-    files, a container that writes ~1.3 MB leaves at most 3 log files, and `kubectl logs`
-    still shows its last lines."""
+    files, a container that writes ~1.8 MB of log leaves at most 3 files, well under that
+    total, and `kubectl logs` still shows its last lines."""
     cluster, hub = cloud
     limits = ["--container-log-max-bytes", "40000", "--container-log-max-files", "3"]
     node = await start_node(
@@ -288,6 +288,9 @@ async def test_container_logs_are_rotated_by_size_and_count(
         await node.stop_and_reset()
 
 
+# 20,000 lines of ~50 bytes, in bursts of 500 a third of a second apart (rotation looks
+# once per pod sync, so one burst must not be the whole log).
 WRITE_LINES = (
-    "i=0; while [ $i -lt 20000 ]; do echo line-$i-" + "0" * 40 + "; i=$((i+1)); done; sleep 3600"
+    "i=0; while [ $i -lt 20000 ]; do echo line-$i-" + "0" * 40 + "; i=$((i+1)); "
+    "[ $((i % 500)) -eq 0 ] && sleep 0.3; done; sleep 3600"
 )
