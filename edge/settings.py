@@ -74,7 +74,7 @@ class EdgeSettings:
     container_log_max_bytes: int = setting(
         10 * MiB,
         "a running container's log is rotated once it holds this many bytes (the kubelet's "
-        "containerLogMaxSize)",
+        "containerLogMaxSize; at least 65536)",
     )
     container_log_max_files: int = setting(
         5, "log files kept per container, the live one included (containerLogMaxFiles; >= 2)"

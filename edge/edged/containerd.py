@@ -400,7 +400,15 @@ def archive_image(path: Path) -> tuple[str, str]:
                 return _oci_image(path, tar, members)
             if "manifest.json" in members:
                 return _docker_image(path, tar, members)
-    except (tarfile.TarError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+    except (
+        tarfile.TarError,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,  # JSON of another shape than the format's
+    ) as exc:
         raise ConfigError(f"{path}: not a readable image archive: {exc}") from exc
     raise ConfigError(f"{path}: neither an OCI archive (index.json) nor a docker save archive")
 
@@ -471,11 +479,12 @@ async def import_images(
         snapshotter = await cri_snapshotter(cri)
         for archive in archives:
             try:
-                name, image_id = archive_image(archive)
+                name, image_id = await asyncio.to_thread(archive_image, archive)
                 if await _image_id(cri, name) != image_id:
                     await _ctr_import(ctr_bin, socket_path, snapshotter, archive, timeout)
                     await _wait_image(cri, name, image_id)
-            except (ConfigError, ContainerdError) as exc:  # one odd file never stops the node
+            except (ConfigError, ContainerdError, CRIError, OSError) as exc:  # one odd file
+                # never stops the node (a name the CRI refuses, ctr missing, ...)
                 log.error("containerd: skipping image archive %s: %s", archive, exc)
                 continue
             names.append(name)

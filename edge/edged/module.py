@@ -14,7 +14,6 @@ Stopping edgecore leaves pods and the private containerd running, as stopping a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from pathlib import Path
@@ -124,9 +123,18 @@ class Edged:
                     sandbox.id[:12],
                     sandbox.metadata.name,
                 )
-                with contextlib.suppress(CRIError):
+                try:
                     await self.runtime.stop_pod_sandbox(sandbox.id)
                     await self.runtime.remove_pod_sandbox(sandbox.id)
+                except CRIError as exc:  # the next edgecore start tries again
+                    log.error("edged: orphaned sandbox %s stays: %s", sandbox.id[:12], exc)
+                    continue
+                try:  # its folder: volumes (Secrets), logs, saved status
+                    volumes.remove(self.root, sandbox.labels.get(podspec.POD_UID, ""))
+                except volumes.VolumeError as exc:
+                    log.error(
+                        "edged: folder of orphaned sandbox %s stays: %s", sandbox.id[:12], exc
+                    )
         log.info("edged: %d pod(s) restored from the local store", len(self.workers))
 
     async def _query(self, kind: str) -> list[dict[str, Any]]:
@@ -166,10 +174,12 @@ class Edged:
     def _remember(self, kind: str, obj: dict[str, Any], *, deleted: bool = False) -> None:
         meta = obj.get("metadata", {})
         key = (kind, meta.get("namespace", ""), meta.get("name", ""))
-        if deleted:
-            self.objects.pop(key, None)
-        else:
+        if not deleted:
             self.objects[key] = obj
+            return
+        held = self.objects.get(key, {}).get("metadata", {}).get("uid", "")
+        if not meta.get("uid") or held in ("", meta.get("uid")):  # not a newer namesake
+            self.objects.pop(key, None)
 
     def lookup(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, namespace, name))
@@ -186,10 +196,22 @@ class Edged:
         if pod.get("spec", {}).get("nodeName") != self.node and not deleted:
             return
         self._remember(ResourceType.POD, pod, deleted=deleted)
+        if not deleted:
+            self._retire_namesakes(pod)
         if worker is not None:
             worker.update(None if deleted else pod)
         elif not deleted:
             self._start_worker(pod)
+
+    def _retire_namesakes(self, pod: dict[str, Any]) -> None:
+        """A pod name belongs to one pod at a time: a new uid under a name means the older
+        pod of that name is gone, even if its delete never reached the node (or came late)."""
+        meta = pod["metadata"]
+        key = f"{meta.get('namespace', 'default')}/{meta.get('name')}"
+        for other in list(self.workers.values()):
+            if other.key == key and other.uid != meta.get("uid") and not other.deleted:
+                log.info("edged: pod %s: uid %s replaced by %s", key, other.uid, meta.get("uid"))
+                other.update(None)
 
     def _start_worker(self, pod: dict[str, Any]) -> None:
         try:  # the uid names the pod's folder under DATA_DIR
@@ -201,7 +223,7 @@ class Edged:
             self.settings.pod_sync_interval,
             self.settings.crash_backoff_initial,
             self.settings.crash_backoff_max,
-            self.settings.container_log_max_bytes,
+            max(64 * 1024, self.settings.container_log_max_bytes),
             max(2, self.settings.container_log_max_files),
         )
         worker = PodWorker(

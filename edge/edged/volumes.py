@@ -186,7 +186,15 @@ def remove(root: Path, uid: str) -> None:
             subpaths.release(pod_dir(root, uid))
         except subpaths.SubpathBusy as exc:
             raise VolumeError(f"pod folder kept: {exc}") from exc
-        shutil.rmtree(pod_dir(root, uid), ignore_errors=True)
+        failures: list[str] = []
+
+        def failed(_fn: Any, path: str, exc_info: Any) -> None:
+            if not isinstance(exc_info[1], FileNotFoundError):
+                failures.append(f"{path}: {exc_info[1]}")
+
+        shutil.rmtree(pod_dir(root, uid), onerror=failed)
+        if failures:
+            raise VolumeError(f"pod folder not fully removed: {'; '.join(failures[:3])}")
 
 
 def referenced(pod: dict[str, Any]) -> set[tuple[str, str]]:

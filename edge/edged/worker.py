@@ -147,12 +147,16 @@ class PodWorker:
                 return
             try:
                 await self._sync()
+                self._last_unexpected = ""
             except (CRIError, podspec.SpecError, volumes.VolumeError) as exc:
                 self._waiting_for_volumes(exc)
                 log.warning("edged: pod %s: %s", self.key, exc)
             except Exception as exc:  # one pod's surprise must not end its worker
                 self._unexpected(exc)
-            await self._report_status()
+            try:
+                await self._report_status()
+            except Exception as exc:  # a status edged cannot build: said once, not per round
+                self._unexpected(exc)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.timing.sync_interval)
@@ -172,8 +176,18 @@ class PodWorker:
             self._refuse_containers(str(exc))
             raise
         current = await self._current_containers()
+        errors: list[Exception] = []
         for container in self.pod.get("spec", {}).get("containers") or []:
-            await self._sync_container(container, current.get(container["name"]), paths)
+            try:  # one container's trouble does not stop its neighbours' starts and probes
+                await self._sync_container(container, current.get(container["name"]), paths)
+            except (CRIError, podspec.SpecError) as exc:
+                errors.append(exc)
+        if errors:
+            raise (
+                errors[0]
+                if len(errors) == 1
+                else podspec.SpecError("; ".join(str(e) for e in errors))
+            )
 
     def _refuse_containers(self, message: str) -> None:
         """A volume of the pod asks for more than its folder: no container of it starts, and
@@ -302,8 +316,8 @@ class PodWorker:
                 )
         if now < memo.next_start:
             return
-        memo.next_start = 0.0
         await self._start(spec, memo, paths, attempt=latest.metadata.attempt + 1)
+        memo.next_start = 0.0  # only once it started: a failed start keeps its own reason
         await self._prune(existing, keep=1)
 
     async def _start(
@@ -451,9 +465,21 @@ class PodWorker:
             try:
                 await self.runtime.remove_container(old.id)
             except CRINotFound:
-                continue
+                pass
             except CRIError as exc:  # only dead containers; the next round tries again
                 log.warning("edged: pod %s: removing old container: %s", self.key, exc)
+                continue
+            self._drop_logs(old)
+
+    def _drop_logs(self, container: cri.Container) -> None:
+        """The runtime leaves a removed container's log behind (the kubelet deletes it)."""
+        folder = self.root / "pods" / self.uid / "logs" / container.metadata.name
+        attempt = f"{container.metadata.attempt}.log"
+        for path in [folder / attempt, *folder.glob(f"{attempt}.*")]:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("edged: pod %s: removing log %s: %s", self.key, path, exc)
 
     def _grace(self) -> int:
         meta_grace = self.pod["metadata"].get("deletionGracePeriodSeconds")

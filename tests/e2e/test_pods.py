@@ -244,11 +244,11 @@ async def test_a_host_network_pod_runs_with_the_nodes_address(
 async def test_container_logs_are_rotated_by_size_and_count(
     cloud: tuple[Cluster, str], images: Path, tmp_path: Path
 ) -> None:
-    """Regression (issue 10): container logs grew without limit. With a 40 kB limit and 3
+    """Regression (issue 10): container logs grew without limit. With a 64 KiB limit and 3
     files, a container that writes ~1.8 MB of log leaves at most 3 files, well under that
     total, and `kubectl logs` still shows its last lines."""
     cluster, hub = cloud
-    limits = ["--container-log-max-bytes", "40000", "--container-log-max-files", "3"]
+    limits = ["--container-log-max-bytes", "65536", "--container-log-max-files", "3"]
     node = await start_node(
         "edge-1", tmp_path / "edge", hub, images, *await cluster.join_flags("edge-1"), *limits
     )
