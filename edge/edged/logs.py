@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 
 
 def parse(line: str) -> tuple[str, str, bool, str] | None:
@@ -74,24 +75,48 @@ async def follow(
     timestamps: bool,
     poll: float = 0.2,
 ) -> AsyncIterator[list[str]]:
-    """Lines appended to `path` after byte `offset`, until the container stops writing."""
+    """Lines appended to `path` after byte `offset`, until the container stops writing. A log
+    rotated meanwhile (renamed, a new file at `path`) is read to its end, then the new one
+    from its start."""
     buffer = ""
-    while True:
-        try:
-            with path.open(errors="replace") as f:
-                f.seek(offset)
-                chunk = f.read()
-                offset = f.tell()
-        except FileNotFoundError:
-            chunk = ""
-        if chunk:
-            buffer += chunk
-            complete, _, buffer = buffer.rpartition("\n")
-            if complete:
-                yield render(complete.split("\n"), timestamps=timestamps)
-        elif not still_running():
-            return
-        await asyncio.sleep(poll)
+    f = None
+    try:
+        while True:
+            if f is None:
+                f = _open_at(path, offset)
+            chunk = f.read() if f is not None else ""
+            if f is not None and not chunk and _replaced(path, f):
+                f.close()
+                f = _open_at(path, 0)  # rotated: the new file, from its start
+                continue
+            if chunk:
+                buffer += chunk
+                complete, _, buffer = buffer.rpartition("\n")
+                if complete:
+                    yield render(complete.split("\n"), timestamps=timestamps)
+            elif not still_running():
+                return
+            await asyncio.sleep(poll)
+    finally:
+        if f is not None:
+            f.close()
+
+
+def _open_at(path: Path, offset: int) -> TextIO | None:
+    try:
+        f = path.open(errors="replace")
+    except FileNotFoundError:
+        return None
+    f.seek(offset)
+    return f
+
+
+def _replaced(path: Path, f: TextIO) -> bool:
+    """Whether `path` now names another file than the one `f` reads (a rotation)."""
+    try:
+        return os.stat(path).st_ino != os.fstat(f.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 async def rotate(

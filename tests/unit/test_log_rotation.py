@@ -3,6 +3,7 @@ callback that does what containerd's ReopenContainerLog does: start a new file a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -51,3 +52,41 @@ async def test_a_small_log_is_left_alone_and_a_failed_reopen_loses_nothing(
     with pytest.raises(OSError, match="not running"):
         await logs.rotate(live, reopener(live, fail=True), max_bytes=100, max_files=2)
     assert listing(tmp_path) == {"1.log": 200}
+
+
+def entry(text: str) -> bytes:
+    return f"2026-12-02T10:00:00.000000000Z stdout F {text}\n".encode()
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as f:
+        f.write(data)
+
+
+def rename(src: Path, dst: Path) -> None:
+    src.rename(dst)
+
+
+async def test_following_a_log_goes_on_across_a_rotation(tmp_path: Path) -> None:
+    """`kubectl logs -f` (logs.follow) reads the rotated file to its end, then the new file
+    from its start (it went silent after the first rotation)."""
+    live = tmp_path / "0.log"
+    put(live, entry("one"))
+    running = True
+    got: list[str] = []
+
+    async def consume() -> None:
+        async for lines in logs.follow(live, 0, lambda: running, timestamps=False, poll=0.01):
+            got.extend(lines)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    append(live, entry("two"))
+    rename(live, tmp_path / "0.log.20261202-100000.000000")
+    put(live, entry("three"))
+    await asyncio.sleep(0.05)
+    append(live, entry("four"))
+    await asyncio.sleep(0.05)
+    running = False
+    await asyncio.wait_for(task, 2)
+    assert got == ["one\n", "two\n", "three\n", "four\n"]
