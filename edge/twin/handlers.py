@@ -215,6 +215,18 @@ def _report_twin(device_id: str, twins: dict[str, Twin], now: int, fx: Effects) 
     fx.twin_reports[device_id] = report
 
 
+def snapshot_all(conn: apsw.Connection, now: int) -> Effects:
+    """A report of every device that holds reported values: what a crash (or a shutdown that
+    stopped edgehub first) may have kept from the cloud after the twin had committed it. The
+    cloud applies snapshots idempotently, so repeating one that arrived changes nothing."""
+    fx = Effects()
+    for row in store.list_devices(conn):
+        twins = store.get_twins(conn, row.id)
+        if any(t.actual is not None for t in twins.values()):
+            _report_twin(row.id, twins, now, fx)
+    return fx
+
+
 def _device_json(conn: apsw.Connection, row: DeviceRow) -> dict[str, Any]:
     return {
         "id": row.id,

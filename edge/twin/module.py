@@ -11,7 +11,10 @@ What it does:
 - upstream: every change of a device's reported values (or of the desired values it holds)
   sends the cloud a full snapshot of the device's twin (`{ns}/twin/{name}`, body twin_update),
   and every state change the state (`{ns}/devicestate/{name}`, body device_state), through
-  edgehub's durable outbox, which keeps the newest per device while the cloud is away.
+  edgehub's durable outbox, which keeps the newest per device while the cloud is away; at
+  each start it sends a snapshot of every device holding reported values, so a report that a
+  crash (or a shutdown stopping edgehub first) kept between the twin's commit and the outbox
+  still reaches the cloud.
 
 It works with no cloud: requests are served from SQLite whatever the link does.
 """
@@ -45,8 +48,15 @@ class DeviceTwin:
         self.db = db
         db.run_blocking(store.create)
         self.handled = 0
+        # Reports are committed here before they reach edgehub's durable outbox through the
+        # in-memory bus; whatever a crash lost in between is reported again at the next start.
+        self.resent = False
 
     async def run(self) -> None:
+        if not self.resent:  # once per process start, before anything new
+            now = now_ms()
+            await self._carry_out(await self.db.run(lambda c: handlers.snapshot_all(c, now)))
+            self.resent = True
         while True:
             batch = await self.bus.receive_batch(self.name, BATCH)
             await self.handle(batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,13 +10,16 @@ from typing import Any
 
 import pytest
 
+from common.bus import Bus
 from common.envelope import Message, new_message
 from common.names import Group, Module, Operation
 from common.sqlite import Database
 from edge.eventbus import topics
+from edge.settings import EdgeSettings
 from edge.twin import handlers, model, store
 from edge.twin.handlers import Effects
 from edge.twin.model import Twin, TwinError, Value, Version
+from edge.twin.module import DeviceTwin
 
 NODE = "edge-1"
 NOW = 1_700_000_000_000
@@ -454,3 +458,27 @@ async def test_a_bad_cloud_message_gets_an_error_reply(db: Database) -> None:
     fx = await run(db, msg)
     assert fx.replies[0].WhichOneof("body") == "error" and fx.replies[0].error.code == 400
     assert await db.run(store.list_devices) == []
+
+
+async def test_a_report_committed_but_never_handed_on_reaches_edgehub_at_the_next_start(
+    db: Database, tmp_path: Path
+) -> None:
+    """Regression (issue 10): a reported value committed by the twin, then lost on its way to
+    edgehub's outbox (a SIGKILL in between, or a shutdown that stopped edgehub first), never
+    reached the cloud. At its next start the twin reports every device again."""
+    await run(db, cloud_msg("device", "thermostat-1", 10, device_obj({"setpoint": "20"})))
+    body = {"event_id": "e1", "twin": {"temperature": {"actual": {"value": "21"}}}}
+    await run(db, mqtt(TWIN_UPDATE, body))  # committed; the process "dies" before handing on
+    bus = Bus()
+    bus.register(Module.EDGEHUB, Group.HUB)
+    twin = DeviceTwin(bus, EdgeSettings(data_dir=tmp_path, node_name=NODE), db)
+    bus.register(twin.name, twin.group)
+    task = asyncio.create_task(twin.run())
+    try:
+        sent = await asyncio.wait_for(bus.receive_batch(Module.EDGEHUB, 10), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    (report,) = [m for m in sent if m.WhichOneof("body") == "twin_update"]
+    assert report.route.resource == "demo/twin/thermostat-1"
+    assert report.twin_update.twin["temperature"].actual.value == "21"
