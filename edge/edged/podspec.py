@@ -98,6 +98,7 @@ def container_config(
     restart_count: int,
     pod_ip: str,
     node_name: str,
+    host_ip: str = "",
 ) -> cri.ContainerConfig:
     meta = pod["metadata"]
     name = container["name"]
@@ -120,7 +121,7 @@ def container_config(
         tty=bool(container.get("tty")),
         stdin=bool(container.get("stdin")),
     )
-    envs = env(pod, container, lookup, pod_ip=pod_ip, node_name=node_name)
+    envs = env(pod, container, lookup, pod_ip=pod_ip, node_name=node_name, host_ip=host_ip)
     for key, value in envs:
         cfg.envs.add(key=key, value=value)
     read_only = _api_data_volumes(pod)
@@ -133,10 +134,69 @@ def container_config(
             readonly=bool(mount.get("readOnly")) or mount["name"] in read_only,
         )
     _resources(cfg.linux.resources, container.get("resources") or {})
+    _security(cfg.linux.security_context, pod.get("spec", {}), container)
     options = cfg.linux.security_context.namespace_options
     options.network = cri.NODE if pod.get("spec", {}).get("hostNetwork") else cri.POD
     options.pid = cri.CONTAINER
     return cfg
+
+
+def _security(
+    out: cri.LinuxContainerSecurityContext, spec: dict[str, Any], container: dict[str, Any]
+) -> None:
+    """securityContext as the kubelet applies it: the container's settings over the pod's
+    (runAsUser, runAsGroup, runAsNonRoot), plus the container-only ones (privileged,
+    readOnlyRootFilesystem, capabilities, allowPrivilegeEscalation) and the pod's
+    supplementalGroups/fsGroup as extra groups."""
+    pod_sc = spec.get("securityContext") or {}
+    sc = container.get("securityContext") or {}
+    user = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    group = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+    if user is not None:
+        out.run_as_user.value = int(user)
+    if group is not None:
+        out.run_as_group.value = int(group)
+    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) and (user is None or int(user) == 0):
+        # The kubelet checks the image's user; edged does not read it, so it asks for a uid.
+        raise SpecError(
+            f"container {container['name']}: runAsNonRoot is set but runAsUser is "
+            f"{'0' if user is not None else 'not set'} (edged needs a non-zero runAsUser)"
+        )
+    out.privileged = bool(sc.get("privileged"))
+    out.readonly_rootfs = bool(sc.get("readOnlyRootFilesystem"))
+    caps = sc.get("capabilities") or {}
+    out.capabilities.add_capabilities.extend(str(c) for c in caps.get("add") or [])
+    out.capabilities.drop_capabilities.extend(str(c) for c in caps.get("drop") or [])
+    out.no_new_privs = sc.get("allowPrivilegeEscalation") is False
+    groups = [int(g) for g in pod_sc.get("supplementalGroups") or []]
+    if pod_sc.get("fsGroup") is not None:
+        groups.append(int(pod_sc["fsGroup"]))
+    out.supplemental_groups.extend(groups)
+
+
+def unsupported(pod: dict[str, Any]) -> list[str]:
+    """What a pod asks for that edged does not do yet: refused with a reason, never ignored."""
+    spec = pod.get("spec") or {}
+    out = []
+    if spec.get("initContainers"):
+        out.append("initContainers")
+    for c in spec.get("containers") or []:
+        for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+            probe = c.get(kind) or {}
+            if "grpc" in probe:
+                out.append(f"{kind}.grpc of container {c.get('name')}")
+            if str((probe.get("httpGet") or {}).get("scheme", "HTTP")).upper() != "HTTP":
+                out.append(f"{kind}.httpGet.scheme HTTPS of container {c.get('name')}")
+    for v in spec.get("volumes") or []:
+        if (v.get("emptyDir") or {}).get("medium"):
+            out.append(f"emptyDir.medium of volume {v.get('name')}")
+        for kind in ("configMap", "secret"):
+            source = v.get(kind) or {}
+            if "defaultMode" in source or any("mode" in i for i in source.get("items") or []):
+                out.append(
+                    f"{kind} file modes (defaultMode/items[].mode) of volume {v.get('name')}"
+                )
+    return out
 
 
 def _api_data_volumes(pod: dict[str, Any]) -> set[str]:
@@ -217,7 +277,13 @@ def memory_bytes(value: Any) -> int:
 
 
 def env(
-    pod: dict[str, Any], container: dict[str, Any], lookup: Lookup, *, pod_ip: str, node_name: str
+    pod: dict[str, Any],
+    container: dict[str, Any],
+    lookup: Lookup,
+    *,
+    pod_ip: str,
+    node_name: str,
+    host_ip: str = "",
 ) -> list[tuple[str, str]]:
     """The container's environment: envFrom first, then env (later entries win)."""
     ns = pod["metadata"].get("namespace", "default")
@@ -237,14 +303,19 @@ def env(
         if "value" in item or "valueFrom" not in item:
             values[item["name"]] = str(item.get("value", ""))
             continue
-        resolved = _value_from(pod, item["valueFrom"], ns, lookup, pod_ip, node_name)
+        resolved = _value_from(pod, item["valueFrom"], ns, lookup, (pod_ip, host_ip), node_name)
         if resolved is not None:
             values[item["name"]] = resolved
     return list(values.items())
 
 
 def _value_from(
-    pod: dict[str, Any], ref: dict[str, Any], ns: str, lookup: Lookup, pod_ip: str, node: str
+    pod: dict[str, Any],
+    ref: dict[str, Any],
+    ns: str,
+    lookup: Lookup,
+    ips: tuple[str, str],  # (pod IP, host IP)
+    node: str,
 ) -> str | None:
     for kind, key in (("configmap", "configMapKeyRef"), ("secret", "secretKeyRef")):
         if key in ref:
@@ -264,8 +335,8 @@ def _value_from(
             "metadata.uid": pod["metadata"]["uid"],
             "spec.nodeName": node,
             "spec.serviceAccountName": pod.get("spec", {}).get("serviceAccountName", ""),
-            "status.podIP": pod_ip,
-            "status.hostIP": "",
+            "status.podIP": ips[0],
+            "status.hostIP": ips[1],
         }
         if path not in fields:
             raise SpecError(f"unsupported fieldRef {path!r}")

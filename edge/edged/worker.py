@@ -162,6 +162,11 @@ class PodWorker:
                 await asyncio.wait_for(self._wake.wait(), self.timing.sync_interval)
 
     async def _sync(self) -> None:
+        missing = podspec.unsupported(self.pod)
+        if missing:  # refused with a reason rather than run without what it asked for
+            message = "not supported by edged yet: " + ", ".join(missing)
+            self._containers_waiting(CONFIG_ERROR, message)
+            raise podspec.SpecError(message)
         try:
             await self._ensure_sandbox()
         except CRIError as exc:  # in the pod's status, not only in edgecore's log
@@ -335,6 +340,7 @@ class PodWorker:
                 restart_count=attempt,
                 pod_ip=self.pod_ip,
                 node_name=self.node_name,
+                host_ip=self.host_ip,
             )
         except podspec.SpecError as exc:
             memo.waiting_reason, memo.waiting_message = CONFIG_ERROR, str(exc)

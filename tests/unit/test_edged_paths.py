@@ -314,3 +314,62 @@ def test_pod_folders_are_private_and_volume_folders_usable(tmp_path: Path) -> No
     (pod_folder / "logs").mkdir(mode=0o755)
     volumes.private_pod_dirs(root)
     assert {mode(p) for p in (root / "pods", pod_folder, *pod_folder.iterdir())} == {0o700}
+
+
+# -- spec fields edged applies, and those it refuses rather than ignores (issue 10) -------------
+
+
+def test_security_context_reaches_the_runtime(tmp_path: Path) -> None:
+    """runAsUser/runAsGroup (container over pod), privileged, readOnlyRootFilesystem,
+    capabilities, allowPrivilegeEscalation and supplemental groups go to the CRI (they were
+    silently dropped: a pod asking for uid 1000 ran as root)."""
+    spec = pod([])
+    spec["spec"]["securityContext"] = {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000}
+    container = {
+        "securityContext": {
+            "runAsUser": 1001,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]},
+        }
+    }
+    sc = container_config(tmp_path, spec, **container).linux.security_context
+    assert (sc.run_as_user.value, sc.run_as_group.value) == (1001, 3000)
+    assert sc.readonly_rootfs and sc.no_new_privs and not sc.privileged
+    assert list(sc.capabilities.add_capabilities) == ["NET_ADMIN"]
+    assert list(sc.capabilities.drop_capabilities) == ["ALL"]
+    assert list(sc.supplemental_groups) == [2000]
+
+
+def test_run_as_non_root_without_a_user_is_refused(tmp_path: Path) -> None:
+    spec = pod([])
+    spec["spec"]["securityContext"] = {"runAsNonRoot": True}
+    with pytest.raises(podspec.SpecError, match="runAsNonRoot"):
+        container_config(tmp_path, spec)
+
+
+def test_what_edged_does_not_do_is_named_not_ignored() -> None:
+    spec = pod([{"name": "m", "emptyDir": {"medium": "Memory"}}, cm([])])
+    spec["spec"]["volumes"][1]["configMap"]["defaultMode"] = 0o400
+    spec["spec"]["initContainers"] = [{"name": "init", "image": "busybox"}]
+    spec["spec"]["containers"][0]["readinessProbe"] = {"grpc": {"port": 9000}}
+    spec["spec"]["containers"][0]["livenessProbe"] = {"httpGet": {"port": 1, "scheme": "HTTPS"}}
+    missing = podspec.unsupported(spec)
+    assert missing == [
+        "initContainers",
+        "livenessProbe.httpGet.scheme HTTPS of container app",
+        "readinessProbe.grpc of container app",
+        "emptyDir.medium of volume m",
+        "configMap file modes (defaultMode/items[].mode) of volume v",
+    ]
+    assert podspec.unsupported(pod([])) == []
+
+
+def test_the_host_ip_field_ref_is_the_nodes_address(tmp_path: Path) -> None:
+    spec = pod([])
+    env_ref = [{"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}]
+    pairs = podspec.env(
+        spec, {**spec["spec"]["containers"][0], "env": env_ref}, lookup,
+        pod_ip="10.0.0.2", node_name="edge-1", host_ip="192.0.2.7",
+    )  # fmt: skip
+    assert pairs == [("HOST", "192.0.2.7")]
