@@ -190,12 +190,6 @@ def unsupported(pod: dict[str, Any]) -> list[str]:
     for v in spec.get("volumes") or []:
         if (v.get("emptyDir") or {}).get("medium"):
             out.append(f"emptyDir.medium of volume {v.get('name')}")
-        for kind in ("configMap", "secret"):
-            source = v.get(kind) or {}
-            if "defaultMode" in source or any("mode" in i for i in source.get("items") or []):
-                out.append(
-                    f"{kind} file modes (defaultMode/items[].mode) of volume {v.get('name')}"
-                )
     return out
 
 

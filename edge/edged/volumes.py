@@ -96,26 +96,36 @@ def _host_path(source: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def _files(vol: dict[str, Any], ns: str, lookup: Lookup) -> dict[str, bytes]:
-    sources: list[tuple[str, dict[str, Any]]] = []
+Files = dict[str, tuple[bytes, int]]  # relative path -> (content, mode)
+DEFAULT_MODE = 0o644  # the API's default for configMap/secret/projected volumes
+
+
+def _files(vol: dict[str, Any], ns: str, lookup: Lookup) -> Files:
+    sources: list[tuple[str, dict[str, Any], int]] = []
     if "configMap" in vol:
-        sources.append(("configmap", vol["configMap"]))
+        src = vol["configMap"]
+        sources.append(("configmap", src, int(src.get("defaultMode", DEFAULT_MODE))))
     if "secret" in vol:
         src = dict(vol["secret"])
         src["name"] = src.get("secretName", "")
-        sources.append(("secret", src))
-    for proj in (vol.get("projected") or {}).get("sources") or []:
+        sources.append(("secret", src, int(src.get("defaultMode", DEFAULT_MODE))))
+    projected = vol.get("projected") or {}
+    mode = int(projected.get("defaultMode", DEFAULT_MODE))
+    for proj in projected.get("sources") or []:
         if "configMap" in proj:
-            sources.append(("configmap", proj["configMap"]))
+            sources.append(("configmap", proj["configMap"], mode))
         if "secret" in proj:
-            sources.append(("secret", proj["secret"]))
-    files: dict[str, bytes] = {}
-    for kind, src in sources:
-        files.update(_source_files(kind, src, ns, lookup))
+            sources.append(("secret", proj["secret"], mode))
+    files: Files = {}
+    for kind, src, default_mode in sources:
+        files.update(_source_files(kind, src, ns, lookup, default_mode))
     return files
 
 
-def _source_files(kind: str, src: dict[str, Any], ns: str, lookup: Lookup) -> dict[str, bytes]:
+def _source_files(
+    kind: str, src: dict[str, Any], ns: str, lookup: Lookup, default_mode: int
+) -> Files:
+    """The files of one source, each with its mode: the item's `mode`, else `defaultMode`."""
     obj = lookup(kind, ns, src.get("name", ""))
     if obj is None:
         if src.get("optional"):
@@ -124,8 +134,12 @@ def _source_files(kind: str, src: dict[str, Any], ns: str, lookup: Lookup) -> di
     data = object_data(kind, obj)
     items = src.get("items")
     if not items:
-        return data
-    return {i["path"]: data[i["key"]] for i in items if i["key"] in data}
+        return {key: (value, default_mode) for key, value in data.items()}
+    return {
+        i["path"]: (data[i["key"]], int(i.get("mode", default_mode)))
+        for i in items
+        if i["key"] in data
+    }
 
 
 def object_data(kind: str, obj: dict[str, Any]) -> dict[str, bytes]:
@@ -144,25 +158,30 @@ def object_data(kind: str, obj: dict[str, Any]) -> dict[str, bytes]:
     return out
 
 
-def _write_files(target: Path, files: dict[str, bytes]) -> None:
+def _write_files(target: Path, files: Files) -> None:
     """Write each file under `target` (names checked first, so a bad one writes nothing);
     remove what is no longer there."""
     for rel in files:
         paths.check_item(rel, "item path")
-    for rel, content in files.items():
-        _write_file(target, rel, content)
+    for rel, (content, mode) in files.items():
+        _write_file(target, rel, content, mode & 0o777)
     _remove_stale(target, {str(Path(rel)) for rel in files})
 
 
-def _write_file(target: Path, rel: str, content: bytes) -> None:
+def _write_file(target: Path, rel: str, content: bytes, mode: int) -> None:
     parent = paths.make_dirs(target, str(Path(rel).parent), "item path")  # no symlink followed
     path = parent / Path(rel).name
-    if path.is_file() and not path.is_symlink() and path.read_bytes() == content:
+    if (
+        path.is_file()
+        and not path.is_symlink()
+        and path.stat().st_mode & 0o777 == mode
+        and path.read_bytes() == content
+    ):
         return
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
     with os.fdopen(fd, "wb") as f:
         f.write(content)
-    os.chmod(tmp, 0o644)
+    os.chmod(tmp, mode)
     os.replace(tmp, path)  # atomic, and replaces a symlink rather than writing through it
 
 

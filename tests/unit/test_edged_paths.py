@@ -349,8 +349,7 @@ def test_run_as_non_root_without_a_user_is_refused(tmp_path: Path) -> None:
 
 
 def test_what_edged_does_not_do_is_named_not_ignored() -> None:
-    spec = pod([{"name": "m", "emptyDir": {"medium": "Memory"}}, cm([])])
-    spec["spec"]["volumes"][1]["configMap"]["defaultMode"] = 0o400
+    spec = pod([{"name": "m", "emptyDir": {"medium": "Memory"}}])
     spec["spec"]["initContainers"] = [{"name": "init", "image": "busybox"}]
     spec["spec"]["containers"][0]["readinessProbe"] = {"grpc": {"port": 9000}}
     spec["spec"]["containers"][0]["livenessProbe"] = {"httpGet": {"port": 1, "scheme": "HTTPS"}}
@@ -360,7 +359,6 @@ def test_what_edged_does_not_do_is_named_not_ignored() -> None:
         "livenessProbe.httpGet.scheme HTTPS of container app",
         "readinessProbe.grpc of container app",
         "emptyDir.medium of volume m",
-        "configMap file modes (defaultMode/items[].mode) of volume v",
     ]
     assert podspec.unsupported(pod([])) == []
 
@@ -373,3 +371,23 @@ def test_the_host_ip_field_ref_is_the_nodes_address(tmp_path: Path) -> None:
         pod_ip="10.0.0.2", node_name="edge-1", host_ip="192.0.2.7",
     )  # fmt: skip
     assert pairs == [("HOST", "192.0.2.7")]
+
+
+def test_default_mode_and_item_modes_apply_to_the_files(tmp_path: Path) -> None:
+    """defaultMode and items[].mode were ignored (every file 0644): a private key the pod
+    asked to be 0400 was readable by the container's other users."""
+    volume: dict[str, Any] = {
+        "name": "v",
+        "secret": {
+            "secretName": "creds",
+            "defaultMode": 0o400,
+            "items": [{"key": "a", "path": "a"}, {"key": "b", "path": "b", "mode": 0o640}],
+        },
+    }
+    creds = {"metadata": {"name": "creds"}, "data": {"a": "YQ==", "b": "Yg=="}}
+    found = volumes.prepare(tmp_path / "data", pod([volume]), lambda kind, ns, name: creds)
+    folder = Path(found["v"])
+    assert {p.name: mode(p) for p in folder.iterdir()} == {"a": 0o400, "b": 0o640}
+    volume["secret"]["defaultMode"] = 0o440  # a changed mode is applied to the same content
+    volumes.prepare(tmp_path / "data", pod([volume]), lambda kind, ns, name: creds)
+    assert mode(folder / "a") == 0o440
