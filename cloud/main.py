@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import sys
+import logging
+import os
 from pathlib import Path
 
 from cloud.devicecontroller.module import DeviceController
@@ -91,10 +92,16 @@ async def run(cfg: CloudSettings) -> None:
 def main(argv: list[str] | None = None) -> None:
     cfg = settings.load(CloudSettings, argv, "cloudcore", DESCRIPTION)
     logs.setup(cfg.log_level, "cloudcore")
+    code = 0
     try:
         asyncio.run(run(cfg))
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
+    # The shutdown is done (queues flushed, files closed). A Kubernetes API call still running
+    # in a client thread (the API server may be stopping too, with connections that hang until
+    # their timeout and retries) must not hold the process: Python would join those threads.
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":

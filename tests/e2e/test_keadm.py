@@ -162,10 +162,16 @@ async def test_no_component_outlives_a_killed_supervisor(data: Path) -> None:
     state = json.loads((data / "keadm.json").read_text())
     os.kill(state["supervisor"], signal.SIGKILL)
 
-    def all_gone() -> bool:
-        return not [pid for pid in state["pids"].values() if alive(pid)]
+    def left() -> list[str]:
+        return [name for name, pid in state["pids"].items() if alive(pid)]
 
-    await eventually(all_gone, 60, "every component to exit after its supervisor")
+    try:
+        await eventually(lambda: not left(), 60, "every component to exit after its supervisor")
+    except BaseException:
+        for name in left():  # what it was doing: the end of its log
+            log = (data / "logs" / f"{name}.log").read_text(errors="replace")
+            print(f"--- {name} still running; its log ends:\n{log[-3000:]}")
+        raise
     code, out = await keadm("reset", "--data-dir", str(data), timeout=180)
     assert code == 0, out
     assert not exists(data)
