@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import ssl
 import urllib.error
 import urllib.request
@@ -157,6 +158,11 @@ class ControlPlane:
 
     def _spec(self, name: str, args: list[str], **kw: Any) -> Spec:
         argv = [str(self.cfg.bin_dir / name), *args, *self.cfg.extra_args.get(name, [])]
+        # If the supervisor dies, every component is told at once: kube-apiserver, its storage
+        # gone, then takes minutes to shut down gracefully. These hold nothing a SIGKILL can
+        # lose (kine's SQLite is crash-safe), so they are killed. An orderly stop still sends
+        # SIGTERM, in reverse order.
+        kw.setdefault("death_signal", signal.SIGKILL)
         return Spec(name, argv, self.data / "logs" / f"{name}.log", **kw)
 
     @property

@@ -50,6 +50,8 @@ class Spec:
     ready_timeout: float = 120.0
     env: dict[str, str] = field(default_factory=dict)
     stop_grace: float = 15.0
+    death_signal: int = signal.SIGTERM
+    """What the kernel sends the child if the supervisor dies (PR_SET_PDEATHSIG)."""
 
 
 class Child:
@@ -79,7 +81,7 @@ class Child:
                 stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, **self.spec.env},
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=_die_with_parent(os.getpid(), self.spec.death_signal),
             )
         if self._stopping:  # stop() ran while this process was being spawned
             await self._terminate(self.proc)
@@ -156,13 +158,13 @@ class Child:
         log.info("%s stopped", self.spec.name)
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """Runs in the child before exec: the kernel sends it SIGTERM when the supervisor dies
+def _die_with_parent(parent: int, sig: int) -> Callable[[], None]:
+    """Runs in the child before exec: the kernel sends it `sig` when the supervisor dies
     (even by SIGKILL), so no component outlives it and a later `keadm up` finds none."""
 
     def arm() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
         if os.getppid() != parent:  # the supervisor died before prctl took effect
             os._exit(1)
 
