@@ -42,20 +42,6 @@ def private_file(path: Path) -> None:
         _tighten(path, FILE_MODE)
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write `path` whole and 0600 (a temporary file renamed over it)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(fd, FILE_MODE)
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def open_append(path: Path) -> int:
     """A file descriptor appending to `path`, created 0600 (a log another process writes to)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)

@@ -28,10 +28,11 @@ from typing import Any
 
 from cri.runtime.v1 import api_pb2 as cri
 
+from common import certs
 from edge.edged import logs, podspec, probes, volumes
 from edge.edged.cri import CRI, CRIError, CRINotFound
 from edge.edged.node import rfc3339
-from edge.private import private_tree, write_private
+from edge.private import FILE_MODE, private_tree
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class PodWorker:
     _last_status: dict[str, Any] = field(default_factory=dict)
     _events: list[str] = field(default_factory=list)
     _last_unexpected: str = ""
+    _saved_status: dict[str, Any] | None = None  # status.json, once read
 
     @property
     def uid(self) -> str:
@@ -562,22 +564,24 @@ class PodWorker:
     def _save_status(self, status: dict[str, Any]) -> None:
         """Kept on the node (pods/UID/status.json), so a restarted edgecore goes on from the
         status it last reported even when the cloud is away."""
+        self._saved_status = status
         try:
             folder = private_tree(self.root, "pods", self.uid)
-            write_private(folder / "status.json", json.dumps(status).encode())
+            certs.write_file(folder / "status.json", json.dumps(status).encode(), FILE_MODE)
         except OSError as exc:  # a full disk: the report still goes up; adoption is poorer
             log.warning("edged: pod %s: status not saved: %s", self.key, exc)
 
     def _known_status(self) -> dict[str, Any]:
-        """The last status reported for this pod: saved on the node, else the API's."""
-        path = volumes.pod_dir(self.root, self.uid) / "status.json"
-        try:
-            saved = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            saved = None
-        if isinstance(saved, dict):
-            return saved
-        return dict(self.pod.get("status") or {})
+        """The last status reported for this pod: saved on the node (read once), else the
+        API's."""
+        if self._saved_status is None:
+            path = volumes.pod_dir(self.root, self.uid) / "status.json"
+            try:
+                saved = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                saved = None
+            self._saved_status = saved if isinstance(saved, dict) else {}
+        return self._saved_status or dict(self.pod.get("status") or {})
 
     async def status(self) -> dict[str, Any]:
         spec = self.pod.get("spec", {})
