@@ -182,11 +182,9 @@ def unsupported(pod: dict[str, Any]) -> list[str]:
         out.append("initContainers")
     for c in spec.get("containers") or []:
         for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
-            probe = c.get(kind) or {}
-            if "grpc" in probe:
-                out.append(f"{kind}.grpc of container {c.get('name')}")
-            if str((probe.get("httpGet") or {}).get("scheme", "HTTP")).upper() != "HTTP":
-                out.append(f"{kind}.httpGet.scheme HTTPS of container {c.get('name')}")
+            scheme = str(((c.get(kind) or {}).get("httpGet") or {}).get("scheme") or "HTTP")
+            if scheme.upper() not in ("HTTP", "HTTPS"):
+                out.append(f"{kind}.httpGet.scheme {scheme} of container {c.get('name')}")
     for v in spec.get("volumes") or []:
         if (v.get("emptyDir") or {}).get("medium"):
             out.append(f"emptyDir.medium of volume {v.get('name')}")

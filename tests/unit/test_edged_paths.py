@@ -356,8 +356,6 @@ def test_what_edged_does_not_do_is_named_not_ignored() -> None:
     missing = podspec.unsupported(spec)
     assert missing == [
         "initContainers",
-        "livenessProbe.httpGet.scheme HTTPS of container app",
-        "readinessProbe.grpc of container app",
         "emptyDir.medium of volume m",
     ]
     assert podspec.unsupported(pod([])) == []
