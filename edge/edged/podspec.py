@@ -186,8 +186,9 @@ def unsupported(pod: dict[str, Any]) -> list[str]:
             if scheme.upper() not in ("HTTP", "HTTPS"):
                 out.append(f"{kind}.httpGet.scheme {scheme} of container {c.get('name')}")
     for v in spec.get("volumes") or []:
-        if (v.get("emptyDir") or {}).get("medium"):
-            out.append(f"emptyDir.medium of volume {v.get('name')}")
+        medium = str((v.get("emptyDir") or {}).get("medium") or "")
+        if medium not in ("", "Memory"):  # HugePages: edged does not reserve huge pages
+            out.append(f"emptyDir.medium {medium} of volume {v.get('name')}")
     return out
 
 

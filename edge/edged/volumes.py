@@ -3,7 +3,10 @@
 Each pod gets DATA_DIR/pods/{uid}/volumes/{name}; configMap and secret volumes are written from
 the objects metamanager holds and rewritten, atomically per file, when those objects change, so
 a container sees new content without a restart (as the kubelet does). hostPath volumes are used
-in place. Nothing else (PVCs, CSI) is supported: such a volume is reported as an error event.
+in place. An emptyDir with `medium: Memory` is a tmpfs mounted on its folder (size from
+`sizeLimit`, else tmpfs's own default of half the node's memory), mounted once and kept across
+edgecore restarts, and unmounted before the pod's folder is removed. Nothing else (PVCs, CSI,
+HugePages) is supported: such a volume is reported as an error event.
 
 Every path from the spec is checked first (edged/paths.py): a volume item or key that is
 absolute or has `..`, a hostPath that is relative, a volume name that is not a DNS label are
@@ -82,9 +85,35 @@ def _prepare_one(root: Path, meta: dict[str, Any], vol: dict[str, Any], lookup: 
     paths.check_element(meta["uid"], "pod uid")
     target = private_tree(root, "pods", meta["uid"], "volumes") / name
     target.mkdir(exist_ok=True)
-    if "emptyDir" not in vol:
+    if "emptyDir" in vol:
+        _empty_dir(target, vol["emptyDir"] or {})
+    else:
         _write_files(target, _files(vol, meta.get("namespace", "default"), lookup))
     return target
+
+
+def _empty_dir(target: Path, source: dict[str, Any]) -> None:
+    """medium Memory: a tmpfs on the volume's folder, with the folder's mode. One already
+    mounted there is kept: a restarted edgecore adopts the pod and what it wrote."""
+    real = Path(os.path.realpath(target))  # as /proc/self/mountinfo names it
+    if source.get("medium") != "Memory" or subpaths.is_mounted(real):
+        return
+    options = f"size={_tmpfs_size(source)},mode={real.stat().st_mode & 0o7777:o}"
+    # subpaths owns edged's mount(2)/umount2(2) calls; a tmpfs needs the same two.
+    result = subpaths._libc.mount(b"tmpfs", bytes(real), b"tmpfs", 0, options.encode())
+    subpaths._call(result, real)
+
+
+def _tmpfs_size(source: dict[str, Any]) -> str:
+    """emptyDir.sizeLimit in bytes; unset or zero is tmpfs's own default, half the memory (the
+    kubelet would take the pod's memory limit, else all the node's allocatable memory)."""
+    from edge.edged.podspec import SpecError, memory_bytes  # podspec imports this module
+
+    try:
+        size = memory_bytes(source["sizeLimit"]) if source.get("sizeLimit") else 0
+    except SpecError as exc:
+        raise ValueError(f"emptyDir.sizeLimit: {exc}") from exc
+    return str(size) if size > 0 else "50%"
 
 
 def _host_path(source: dict[str, Any]) -> Path:
@@ -197,14 +226,15 @@ def _remove_stale(target: Path, keep: set[str]) -> None:
 
 
 def remove(root: Path, uid: str) -> None:
-    """Remove a pod's folder, after its subPath bind mounts (never through one: a folder
-    with a mount that will not go is kept, and the error says so)."""
+    """Remove a pod's folder, after its subPath bind mounts and its volumes' tmpfs (never
+    through a mount: a folder with a mount that will not go is kept, and the error says so)."""
     with contextlib.suppress(paths.UnsafePath):  # such a pod never got a folder (see prepare)
         paths.check_element(uid, "pod uid")
         try:
             subpaths.release(pod_dir(root, uid))
         except subpaths.SubpathBusy as exc:
             raise VolumeError(f"pod folder kept: {exc}") from exc
+        _unmount_volumes(pod_dir(root, uid))
         failures: list[str] = []
 
         def failed(_fn: Any, path: str, exc_info: Any) -> None:
@@ -214,6 +244,21 @@ def remove(root: Path, uid: str) -> None:
         shutil.rmtree(pod_dir(root, uid), onerror=failed)
         if failures:
             raise VolumeError(f"pod folder not fully removed: {'; '.join(failures[:3])}")
+
+
+def _unmount_volumes(pod: Path) -> None:
+    """Unmount what is mounted on the pod's volume folders (a Memory emptyDir's tmpfs), after
+    its subPath bind mounts, which may hold a folder inside one."""
+    volumes = pod / "volumes"
+    if not volumes.is_dir():
+        return
+    for target in volumes.iterdir():
+        if target.is_symlink():  # edged makes folders here; a link's target is none of its own
+            continue
+        try:
+            subpaths._unmount(Path(os.path.realpath(target)))
+        except OSError as exc:
+            raise VolumeError(f"pod folder kept: {target} stays mounted: {exc.strerror}") from exc
 
 
 def referenced(pod: dict[str, Any]) -> set[tuple[str, str]]:

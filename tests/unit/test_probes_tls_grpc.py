@@ -1,12 +1,16 @@
-"""Probes edged once refused (issue 10): httpGet over HTTPS without verifying the certificate,
-and grpc.health.v1 probes. Each against the real thing: a TLS server, a grpc.aio server."""
+"""Probes and volumes edged once refused (issue 10): httpGet over HTTPS without verifying the
+certificate, grpc.health.v1 probes, and emptyDir medium Memory as a tmpfs on the volume's folder.
+Each against the real thing: a TLS server, a grpc.aio server, the kernel's mount table."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +21,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from common import certs
-from edge.edged import podspec
+from edge.edged import podspec, volumes
 from edge.edged.probes import run_probe
 
 UID = "0b1c2d3e-uid"
@@ -210,6 +214,111 @@ async def test_grpc_probe_of_a_silent_server_fails_at_its_timeout_and_hangs_up()
             await asyncio.sleep(0)
 
 
+# -- emptyDir medium Memory ------------------------------------------------------------------
+
+
+def memory_pod(**empty_dir: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "p", "namespace": "default", "uid": UID},
+        "spec": {
+            "volumes": [{"name": "cache", "emptyDir": {"medium": "Memory", **empty_dir}}],
+            "containers": [{"name": "app", "image": "busybox"}],
+        },
+    }
+
+
+def no_objects(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    return None
+
+
+def mounts_at(path: Path) -> list[tuple[str, str]]:
+    """(fstype, super options) of each mount on `path`, from /proc/self/mountinfo."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, tail = line.partition(" - ")
+        if fields.split(" ")[4] == str(path):
+            fstype, _source, options = tail.split(" ")[:3]
+            found.append((fstype, options))
+    return found
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@needs_root
+def test_a_memory_empty_dir_is_one_tmpfs_of_its_size_limit(tmp_path: Path) -> None:
+    """prepare mounts a tmpfs of sizeLimit; preparing again (each sync, an edgecore restart)
+    keeps that one, with what the pod wrote, and stacks no second."""
+    found = volumes.prepare(tmp_path, memory_pod(sizeLimit="16Mi"), no_objects)
+    cache = Path(found["cache"])
+    try:
+        assert mounts_at(cache) == [("tmpfs", mounts_at(cache)[0][1])]
+        assert "size=16384k" in mounts_at(cache)[0][1].split(",")
+        (cache / "kept").write_text("in memory")
+        volumes.prepare(tmp_path, memory_pod(sizeLimit="16Mi"), no_objects)
+        assert len(mounts_at(cache)) == 1
+        assert (cache / "kept").read_text() == "in memory"
+    finally:
+        volumes.remove(tmp_path, UID)
+    assert mounts_at(cache) == []
+    assert not volumes.pod_dir(tmp_path, UID).exists()
+
+
+@needs_root
+def test_a_memory_empty_dir_without_a_limit_gets_tmpfs_default(tmp_path: Path) -> None:
+    """No sizeLimit: still a tmpfs (half the node's memory), never an unlimited one."""
+    cache = Path(volumes.prepare(tmp_path, memory_pod(), no_objects)["cache"])
+    try:
+        assert [fstype for fstype, _ in mounts_at(cache)] == ["tmpfs"]
+        fs = os.statvfs(cache)  # an unlimited tmpfs would show no blocks at all
+        half = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+        assert 0 < fs.f_blocks * fs.f_frsize <= half
+    finally:
+        volumes.remove(tmp_path, UID)
+    assert mounts_at(cache) == []
+
+
+def test_a_bad_size_limit_is_a_volume_error(tmp_path: Path) -> None:
+    """A sizeLimit that is no quantity (a tampered store) refuses the volume, naming it."""
+    with pytest.raises(volumes.VolumeError, match=r"'cache'.*sizeLimit.*'lots'"):
+        volumes.prepare(tmp_path, memory_pod(sizeLimit="lots"), no_objects)
+
+
+UNSHARE = ["unshare", "--user", "--map-root-user", "--mount"]  # inherited mounts are locked
+KEEP_LOCKED = """
+import sys
+from pathlib import Path
+from edge.edged import volumes
+try:
+    volumes.remove(Path(sys.argv[1]), sys.argv[2])
+except volumes.VolumeError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+@needs_root
+def test_a_tmpfs_that_will_not_unmount_keeps_the_folder(tmp_path: Path) -> None:
+    """remove in a user namespace, where the tmpfs is locked and umount fails: a VolumeError
+    names it, and the pod's folder (with what is in the tmpfs) stays."""
+    cache = Path(volumes.prepare(tmp_path, memory_pod(), no_objects)["cache"])
+    (cache / "kept").write_text("still here")
+    try:
+        run = subprocess.run(
+            [*UNSHARE, sys.executable, "-c", KEEP_LOCKED, str(tmp_path), UID],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert run.returncode == 3, run.stderr
+        assert "pod folder kept" in run.stdout and "stays mounted" in run.stdout
+        assert (cache / "kept").read_text() == "still here"
+    finally:
+        volumes.remove(tmp_path, UID)
+    assert mounts_at(cache) == []
+
+
 # -- what is refused -------------------------------------------------------------------------
 
 
@@ -231,6 +340,12 @@ def pod_with(container: dict[str, Any], volume: dict[str, Any] | None = None) ->
         pytest.param(
             pod_with({"startupProbe": {"grpc": {"port": 1, "service": "s"}}}), [], id="grpc-probe"
         ),
+        pytest.param(pod_with({}, {"emptyDir": {"medium": "Memory"}}), [], id="memory"),
+        pytest.param(
+            pod_with({}, {"emptyDir": {"medium": "HugePages-2Mi"}}),
+            ["emptyDir.medium HugePages-2Mi of volume v"],
+            id="hugepages",
+        ),
         pytest.param(
             pod_with({"readinessProbe": {"httpGet": {"port": 1, "scheme": "FTP"}}}),
             ["readinessProbe.httpGet.scheme FTP of container app"],
@@ -241,5 +356,5 @@ def pod_with(container: dict[str, Any], volume: dict[str, Any] | None = None) ->
 def test_what_edged_refuses_is_only_what_it_cannot_do(
     pod: dict[str, Any], missing: list[str]
 ) -> None:
-    """HTTPS and grpc probes run; an odd scheme is named."""
+    """HTTPS and grpc probes and Memory emptyDirs run; HugePages and odd schemes are named."""
     assert podspec.unsupported(pod) == missing
