@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from kubeedge.hub.v1 import message_pb2 as pb
 
 from common.errors import BadMessage
-from common.names import CLUSTER_NAMESPACE, KNOWN_OPERATIONS, OBJECT_OPERATIONS, Operation
+from common.names import (
+    CLUSTER_NAMESPACE,
+    KNOWN_OPERATIONS,
+    OBJECT_OPERATIONS,
+    Group,
+    Operation,
+)
 
 Message = pb.Message
 
@@ -76,6 +82,20 @@ def make_error(request: Message, *, source: str, code: int, reason: str) -> Mess
     err.error.code = code
     err.error.message = reason
     return err
+
+
+def make_stream_cancel(*, source: str, resource: str, stream_id: str, reason: str) -> Message:
+    """A StreamCancel for stream `stream_id` (group edged: the producer of log streams)."""
+    cancel = new_message(
+        source=source,
+        group=Group.EDGED,
+        operation=Operation.DELETE,
+        resource=resource,
+        parent_id=stream_id,
+    )
+    cancel.stream_cancel.stream_id = stream_id
+    cancel.stream_cancel.reason = reason
+    return cancel
 
 
 def is_ack(msg: Message) -> bool:

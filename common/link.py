@@ -4,17 +4,21 @@ Control messages (acks, errors, keepalives, replies) are small, never stored and
 resent; they go out ahead of data so acks are not stuck behind a long queue. Data comes from
 the durable Outbox for this link's target. A frame holds at most `batch_size` envelopes and
 stays under `max_frame_bytes`, so one stream message carries many envelopes without ever
-tripping the peer's size limit.
+tripping the peer's size limit. At most `max_control` control messages wait at a time: one
+pushed beyond that is refused (push returns False) and its sender decides what that means.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 
 from common.envelope import Message
 from common.outbox import Outbox
+
+log = logging.getLogger(__name__)
 
 # Room left in a frame for the repeated-field framing of each envelope.
 _PER_ENVELOPE_OVERHEAD = 8
@@ -22,19 +26,39 @@ _PER_ENVELOPE_OVERHEAD = 8
 
 class LinkFeeder:
     def __init__(
-        self, outbox: Outbox, target: str, *, batch_size: int, max_frame_bytes: int
+        self,
+        outbox: Outbox,
+        target: str,
+        *,
+        batch_size: int,
+        max_frame_bytes: int,
+        max_control: int = 10_000,
     ) -> None:
         self.outbox = outbox
         self.target = target
         self.batch_size = batch_size
         self.max_frame_bytes = max_frame_bytes
+        self.max_control = max_control
+        self.dropped = 0  # control messages refused since the queue was last not full
         self._control: deque[Message] = deque()
         self._held: deque[Message] = deque()
 
-    def push(self, msg: Message) -> None:
-        """Queue a control message for the next frame."""
+    def push(self, msg: Message) -> bool:
+        """Queue a control message for the next frame; False when the queue is full."""
+        if len(self._control) >= self.max_control:
+            if not self.dropped:  # once per overload, not once per message
+                log.warning(
+                    "link to %s: %d control messages waiting; dropping more (acks and replies "
+                    "are resent or asked again)",
+                    self.target,
+                    len(self._control),
+                )
+            self.dropped += 1
+            return False
+        self.dropped = 0
         self._control.append(msg)
         self.outbox.ready_event(self.target).set()
+        return True
 
     def _collect(self) -> list[Message]:
         batch: list[Message] = []

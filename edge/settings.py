@@ -79,6 +79,9 @@ class EdgeSettings:
     container_log_max_files: int = setting(
         5, "log files kept per container, the live one included (containerLogMaxFiles; >= 2)"
     )
+    max_log_streams: int = setting(
+        32, "most `kubectl logs` streams served at once; more are refused (429)"
+    )
     crash_backoff_max: float = setting(300.0, "longest delay before restarting a crashed container")
     mqtt_mode: str = setting(
         "internal", "internal: run the embedded MQTT broker; external: use --mqtt-broker"

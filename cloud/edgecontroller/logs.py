@@ -7,7 +7,10 @@ query, resource `node/{node}/{ns}/log/{pod}`) through cloudhub, which relays the
 answers back here: `stream_frame`s, copied to the HTTP response as they come until the frame
 with end=true, or an `error`, turned into a Kubernetes Status. Without --follow, a node silent
 for --log-timeout ends the stream; with it, the stream lasts until the node ends it, the node
-disconnects (cloudhub reports that as an error) or the client goes away.
+disconnects (cloudhub reports that as an error) or the client goes away. A stream that ends
+here before its last frame (client gone, node quiet, client reading too slowly) is cancelled:
+a StreamCancel goes to the node, which stops producing it. At most MAX_PENDING frames wait
+for a slow client; past that the stream ends after the frames already queued, with no gap.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from kubeedge.hub.v1 import message_pb2
 from cloud.edgecontroller.objects import key_of
 from cloud.kube import Obj
 from common.bus import Bus
-from common.envelope import Message, new_message, with_node
+from common.envelope import Message, make_stream_cancel, new_message, with_node
 from common.names import Group, Module, Operation, ResourceType
 
 log = logging.getLogger(__name__)
 
 REASONS = {400: "BadRequest", 404: "NotFound", 503: "ServiceUnavailable", 504: "Timeout"}
 CLIENT_CHECK = 1.0  # seconds between checks that a --follow client is still there
+MAX_PENDING = 256  # frames (64 KiB at most each) waiting for a slow client, per stream
 
 
 class InvalidRequest(Exception):
@@ -58,7 +62,7 @@ class LogStreams:
         self.bus = bus
         self.connected = connected
         self.timeout = timeout
-        self._open: dict[str, asyncio.Queue[Message]] = {}
+        self._open: dict[str, _Stream] = {}
 
     def deliver(self, msg: Message) -> bool:
         """Hand a node's answer to the stream waiting for it; False if `msg` is no answer."""
@@ -66,11 +70,15 @@ class LogStreams:
         if body != "stream_frame" and not msg.header.parent_id:
             return False
         stream_id = msg.header.parent_id or msg.stream_frame.stream_id
-        queue = self._open.get(stream_id)
-        if queue is None:
+        stream = self._open.get(stream_id)
+        if stream is None:
             log.debug("edgecontroller: dropping %s for closed stream %s", body, stream_id)
-        else:
-            queue.put_nowait(msg)
+        elif not stream.overflowed:
+            try:
+                stream.queue.put_nowait(msg)
+            except asyncio.QueueFull:
+                log.warning("edgecontroller: log stream %s: client reads too slowly", stream_id)
+                stream.overflowed = True
         return True
 
     async def serve(self, request: web.Request, pod: Obj) -> web.StreamResponse:
@@ -92,24 +100,27 @@ class LogStreams:
         )
         msg.log_query.CopyFrom(query)
         msg.log_query.namespace, msg.log_query.pod = namespace, name
-        queue: asyncio.Queue[Message] = asyncio.Queue()
-        self._open[msg.header.id] = queue
+        stream = _Stream(msg, msg.route.resource)
+        self._open[msg.header.id] = stream
         try:
             await self.bus.send(Module.CLOUDHUB, msg)
             try:
-                first = await asyncio.wait_for(queue.get(), self.timeout)
+                first = await asyncio.wait_for(stream.queue.get(), self.timeout)
             except TimeoutError:
                 return status_response(
                     504, f"node {node} did not answer the log request within {self.timeout}s"
                 )
             if first.WhichOneof("body") != "stream_frame":
+                stream.ended = True
                 return _error_response(first)
-            return await self._relay(request, queue, first, follow=query.follow)
+            return await self._relay(request, stream, first, follow=query.follow)
         finally:
             del self._open[msg.header.id]
+            if not stream.ended:
+                await self._cancel(stream)
 
     async def _relay(
-        self, request: web.Request, queue: asyncio.Queue[Message], first: Message, *, follow: bool
+        self, request: web.Request, stream: _Stream, first: Message, *, follow: bool
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
@@ -117,31 +128,64 @@ class LogStreams:
         while msg is not None:
             if msg.WhichOneof("body") != "stream_frame":
                 log.info("edgecontroller: log stream ended early: %s", msg.error.message)
+                stream.ended = True
                 break
-            if msg.stream_frame.data:
-                await response.write(msg.stream_frame.data)
+            if msg.stream_frame.data and not await _write(response, msg.stream_frame.data):
+                return response  # the client went away; the stream is cancelled
             if msg.stream_frame.end:
+                stream.ended = True
                 break
-            msg = await self._next(request, queue, follow=follow)
+            msg = await self._next(request, stream, follow=follow)
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
 
-    async def _next(
-        self, request: web.Request, queue: asyncio.Queue[Message], *, follow: bool
-    ) -> Message | None:
-        """The next answer; None when the node went quiet (no follow) or the client left."""
+    async def _next(self, request: web.Request, stream: _Stream, *, follow: bool) -> Message | None:
+        """The next answer; None when the node went quiet (no follow), the client left, or
+        the client fell too far behind (after the frames queued before that)."""
         waited = 0.0
         while True:
+            if stream.overflowed and stream.queue.empty():
+                return None
             step = CLIENT_CHECK if follow else min(CLIENT_CHECK, self.timeout - waited)
             try:
-                return await asyncio.wait_for(queue.get(), max(step, 0.01))
+                return await asyncio.wait_for(stream.queue.get(), max(step, 0.01))
             except TimeoutError:
                 waited += step
             if request.transport is None or request.transport.is_closing():
                 return None
             if not follow and waited >= self.timeout:
                 return None
+
+    async def _cancel(self, stream: _Stream) -> None:
+        """Tell the node (through cloudhub) to stop producing a stream nobody reads."""
+        cancel = make_stream_cancel(
+            source=Module.EDGECONTROLLER,
+            resource=stream.resource,
+            stream_id=stream.query.header.id,
+            reason="the client went away",
+        )
+        await self.bus.send(Module.CLOUDHUB, cancel)
+
+
+class _Stream:
+    """One open log stream: the query that opened it and the node's answers, bounded."""
+
+    def __init__(self, query: Message, resource: str) -> None:
+        self.query = query
+        self.resource = resource  # node/{node}/...: where a cancel goes
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(MAX_PENDING)
+        self.overflowed = False  # a frame was refused: the stream ends after what is queued
+        self.ended = False  # its last frame or an error arrived: the node is done with it
+
+
+async def _write(response: web.StreamResponse, data: bytes) -> bool:
+    """Write to the client; False when it has gone away."""
+    try:
+        await response.write(data)
+    except ConnectionResetError:
+        return False
+    return True
 
 
 def _error_response(msg: Message) -> web.Response:

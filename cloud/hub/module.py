@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from common.envelope import (
     is_ack,
     make_ack,
     make_error,
+    make_stream_cancel,
     new_message,
     split_node,
     validate,
@@ -73,6 +75,7 @@ SERVICE_NAME = hub_pb2.DESCRIPTOR.services_by_name["HubService"].full_name
 CERTIFICATES = certificates_pb2.DESCRIPTOR.services_by_name
 RENEW_SERVICE = CERTIFICATES["CertificateService"].full_name
 BOOTSTRAP_SERVICE = CERTIFICATES["BootstrapService"].full_name
+MAX_CANCELLED = 1024  # stream ids remembered as cancelled, so a node is told once per stream
 BOOTSTRAP_CONCURRENCY = 16  # joins in progress at once; each costs a few API calls
 
 
@@ -105,6 +108,7 @@ class CloudHub:
         self.authorizer = NodeAuthorizer(enabled=settings.node_authorization, metrics=metrics)
         self.sessions: dict[str, NodeSession] = {}
         self.streams: dict[str, tuple[str, str]] = {}  # query id -> (node, module that asked)
+        self._cancelled: OrderedDict[str, None] = OrderedDict()  # streams told to stop, newest last
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.bootstrap_server: grpc.aio.Server | None = None
@@ -230,6 +234,9 @@ class CloudHub:
             if msg.WhichOneof("body") == "log_query":
                 self._open_stream(node, msg)
                 continue
+            if msg.WhichOneof("body") == "stream_cancel":
+                self._cancel_stream(node, msg)
+                continue
             if msg.header.parent_id:  # a reply to the edge: not stored, not resent
                 session = self.sessions.get(node)
                 if session is not None:
@@ -251,8 +258,40 @@ class CloudHub:
         self.streams[query.header.id] = (node, query.route.source)
         if session is None:
             self._end_stream(query.header.id, f"node {node} is not connected")
+        elif not session.feeder.push(query):
+            self._end_stream(query.header.id, f"the link to node {node} is congested")
+
+    def _cancel_stream(self, node: str, cancel: Message) -> None:
+        """The module that opened a stream gave up on it: forget it, and tell the node to stop
+        producing it."""
+        stream_id = cancel.stream_cancel.stream_id
+        if self.streams.pop(stream_id, None) is None:
+            return  # ended already (last frame, error, or the node disconnected)
+        session = self.sessions.get(node)
+        if session is not None and session.feeder.push(cancel):
+            self._remember_cancelled(stream_id)
+
+    def _remember_cancelled(self, stream_id: str) -> None:
+        self._cancelled[stream_id] = None
+        while len(self._cancelled) > MAX_CANCELLED:
+            self._cancelled.popitem(last=False)
+
+    def _stray_frame(self, node: str, session: NodeSession, frame: Message) -> None:
+        """A frame of a stream that is no longer open here (its client left, or cloudcore
+        restarted): tell the node once to stop producing it."""
+        stream_id = frame.stream_frame.stream_id
+        if frame.stream_frame.end or stream_id in self._cancelled:
             return
-        session.feeder.push(query)
+        cancel = make_stream_cancel(
+            source=self.name,
+            resource=frame.route.resource,
+            stream_id=stream_id,
+            reason="nobody reads this stream any more",
+        )
+        if not session.feeder.push(cancel):
+            return
+        self._remember_cancelled(stream_id)
+        log.info("cloudhub: told node %s to stop log stream %s", node, stream_id)
 
     async def _relay_stream(self, node: str, msg: Message, stream_id: str) -> None:
         owner_node, module = self.streams[stream_id]
@@ -348,6 +387,9 @@ class CloudHub:
                 reply.route.operation = Operation.KEEPALIVE
                 reply.keepalive.unacked = self.outbox.pending(node)
                 session.feeder.push(reply)
+                continue
+            if msg.WhichOneof("body") == "stream_frame":
+                self._stray_frame(node, session, msg)
                 continue
             if msg.header.parent_id:  # the edge's answer to a cloud module's request
                 msg.route.resource = with_node(node, msg.route.resource)

@@ -22,20 +22,20 @@ from typing import Any
 from cri.runtime.v1 import api_pb2 as cri
 
 from common.bus import Bus
-from common.envelope import Message, make_error, new_message, resource
+from common.envelope import Message, new_message, resource
 from common.errors import ConfigError, KubeEdgeError
 from common.names import Group, Module, Operation, ResourceType
 from common.supervisor import together
-from edge.edged import logs, paths, podspec, volumes
+from edge.edged import paths, podspec, volumes
 from edge.edged.containerd import ManagedContainerd, import_images
 from edge.edged.cri import CRI, CRIError
+from edge.edged.logserver import LogServer
 from edge.edged.node import host_ip, node_object, node_status, parse_taints
 from edge.edged.worker import PodWorker, Timing
 from edge.settings import EdgeSettings
 
 log = logging.getLogger(__name__)
 
-FRAME_BYTES = 64 * 1024
 QUERY_TIMEOUT = 10.0
 
 
@@ -55,6 +55,9 @@ class Edged:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.workers: dict[str, PodWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.logs = LogServer(
+            self.root, self._worker_of, self.send_up, max_streams=settings.max_log_streams
+        )
         self.ready = asyncio.Event()
         try:
             self.taints = parse_taints(settings.register_with_taints)
@@ -77,6 +80,7 @@ class Edged:
         )
 
     async def close(self) -> None:
+        await self.logs.close()
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -156,9 +160,10 @@ class Edged:
     async def _handle(self, msg: Message) -> None:
         body = msg.WhichOneof("body")
         if body == "log_query":
-            task = asyncio.create_task(self._serve_log(msg), name=f"edged-log:{msg.header.id}")
-            self._tasks[f"log:{msg.header.id}"] = task
-            task.add_done_callback(lambda _: self._tasks.pop(f"log:{msg.header.id}", None))
+            await self.logs.open(msg)
+            return
+        if body == "stream_cancel":
+            self.logs.cancel(msg.stream_cancel.stream_id, msg.stream_cancel.reason)
             return
         if body != "object":
             return
@@ -183,6 +188,13 @@ class Edged:
 
     def lookup(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, namespace, name))
+
+    def _worker_of(self, namespace: str, name: str) -> PodWorker | None:
+        """The live worker of pod namespace/name (a deleted namesake does not count)."""
+        for worker in self.workers.values():
+            if worker.namespace == namespace and worker.name == name and not worker.deleted:
+                return worker
+        return None
 
     def _poke_users(self, kind: str, obj: dict[str, Any]) -> None:
         name = obj.get("metadata", {}).get("name", "")
@@ -314,79 +326,3 @@ class Edged:
         msg.pod_status.namespace, msg.pod_status.name = ns, meta["name"]
         msg.pod_status.uid = meta["uid"]
         await self.send_up(msg)
-
-    # -- kubectl logs ----------------------------------------------------------------------
-
-    async def _serve_log(self, query: Message) -> None:
-        q = query.log_query
-        worker = next(
-            (
-                w
-                for w in self.workers.values()
-                if w.pod["metadata"]["name"] == q.pod
-                and w.pod["metadata"].get("namespace", "default") == q.namespace
-            ),
-            None,
-        )
-        try:
-            path = self._log_path(worker, q.container)
-        except LookupError as exc:
-            err = make_error(query, source=self.name, code=404, reason=str(exc))
-            err.route.group = Group.RESOURCE
-            await self.send_up(err)
-            return
-        sender = _FrameSender(self, query)
-        lines = logs.read(
-            path,
-            tail_lines=int(q.tail_lines),
-            timestamps=q.timestamps,
-            since_seconds=int(q.since_seconds),
-        )
-        await sender.send("".join(lines).encode())
-        if q.follow and worker is not None:
-            offset = path.stat().st_size if path.exists() else 0
-            running = lambda: not worker.deleted and path == self._log_path(worker, q.container)  # noqa: E731
-            async for chunk in logs.follow(path, offset, running, timestamps=q.timestamps):
-                await sender.send("".join(chunk).encode())
-        await sender.send(b"", end=True)
-
-    def _log_path(self, worker: PodWorker | None, container: str) -> Path:
-        if worker is None:
-            raise LookupError("pod is not running on this node")
-        names = [c["name"] for c in worker.pod.get("spec", {}).get("containers") or []]
-        if not container:
-            if len(names) != 1:
-                raise LookupError(f"a container name must be given: one of {', '.join(names)}")
-            container = names[0]
-        if container not in names or not paths.DNS_LABEL.match(container):
-            raise LookupError(f"container {container} is not valid for pod {worker.key}")
-        folder = volumes.pod_dir(self.root, worker.uid) / "logs" / container
-        files = sorted(folder.glob("*.log"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
-        if not files:
-            raise LookupError(f"container {container} has not started yet")
-        return files[-1]
-
-
-class _FrameSender:
-    """Sends a log as StreamFrames (replies to the query: control messages, never stored)."""
-
-    def __init__(self, edged: Edged, query: Message) -> None:
-        self.edged, self.query, self.sequence = edged, query, 0
-
-    async def send(self, data: bytes, *, end: bool = False) -> None:
-        chunks = [data[i : i + FRAME_BYTES] for i in range(0, len(data), FRAME_BYTES)] or [b""]
-        for i, chunk in enumerate(chunks):
-            if not chunk and not end:
-                continue
-            msg = new_message(
-                source=Module.EDGED,
-                group=Group.RESOURCE,
-                operation=Operation.RESPONSE,
-                resource=self.query.route.resource,
-                parent_id=self.query.header.id,
-            )
-            frame = msg.stream_frame
-            frame.stream_id, frame.sequence, frame.data = self.query.header.id, self.sequence, chunk
-            frame.end = end and i == len(chunks) - 1
-            self.sequence += 1
-            await self.edged.send_up(msg)

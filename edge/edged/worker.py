@@ -124,9 +124,24 @@ class PodWorker:
         return str(self.pod["metadata"]["uid"])
 
     @property
+    def namespace(self) -> str:
+        return str(self.pod["metadata"].get("namespace", "default"))
+
+    @property
+    def name(self) -> str:
+        return str(self.pod["metadata"]["name"])
+
+    @property
     def key(self) -> str:
-        meta = self.pod["metadata"]
-        return f"{meta.get('namespace', 'default')}/{meta['name']}"
+        return f"{self.namespace}/{self.name}"
+
+    def container_running(self, name: str) -> bool:
+        """Whether the last status reported container `name` (or init container) running."""
+        status = self._last_status
+        known = (status.get("containerStatuses") or []) + (
+            status.get("initContainerStatuses") or []
+        )
+        return any(c.get("name") == name and "running" in (c.get("state") or {}) for c in known)
 
     def update(self, pod: dict[str, Any] | None) -> None:
         """A new version of the pod (None: the pod was deleted from the API)."""

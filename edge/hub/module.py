@@ -27,8 +27,15 @@ import grpc
 from kubeedge.hub.v1 import hub_pb2, hub_pb2_grpc
 
 from common.bus import Bus
-from common.envelope import Message, is_ack, make_error, new_message, validate
-from common.errors import BadMessage
+from common.envelope import (
+    Message,
+    is_ack,
+    make_error,
+    make_stream_cancel,
+    new_message,
+    validate,
+)
+from common.errors import BadMessage, UnknownModule
 from common.link import LinkFeeder
 from common.names import NODE_NAME_METADATA, Group, Module, Operation
 from common.outbox import Outbox
@@ -220,7 +227,7 @@ class EdgeHub:
             durable = []
             for msg in batch:
                 if msg.header.parent_id:  # an ack or answer: control, never stored
-                    self.feeder.push(msg)
+                    self._push_reply(msg)
                     continue
                 try:
                     self.outbox.check_size(msg)
@@ -230,6 +237,30 @@ class EdgeHub:
                 durable.append(msg)
             if durable:
                 await self.outbox.put(CLOUD, durable)
+
+    def _push_reply(self, msg: Message) -> None:
+        """Queue a reply for the cloud. A log stream's frame that cannot go out (no link, or
+        the link's queue full) ends its stream: edged is told to stop producing it, rather
+        than frames piling up for a client the cloud has already told the stream ended."""
+        is_frame = msg.WhichOneof("body") == "stream_frame"
+        if is_frame and not self.connected.is_set():
+            self._cancel_stream(msg, "the link to the cloud is down")
+        elif not self.feeder.push(msg) and is_frame:
+            self._cancel_stream(msg, "the link to the cloud is congested")
+
+    def _cancel_stream(self, frame: Message, reason: str) -> None:
+        cancel = make_stream_cancel(
+            source=self.name,
+            resource=frame.route.resource,
+            stream_id=frame.stream_frame.stream_id,
+            reason=reason,
+        )
+        try:
+            self.bus.send_nowait_group(Group.EDGED, cancel)
+        except (asyncio.QueueFull, UnknownModule) as exc:  # edged busy or gone: it ends later
+            log.warning(
+                "edgehub: could not cancel log stream %s: %r", frame.stream_frame.stream_id, exc
+            )
 
     async def _flush_acks(self) -> None:
         interval = max(0.05, min(1.0, self.settings.resend_interval))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster
+from tests.support.cluster import KUBECTL, Cluster
 from tests.support.edgenode import Node, node_ready, start_node
 from tests.support.waiting import eventually, http_get
 
@@ -294,3 +294,66 @@ WRITE_LINES = (
     "i=0; while [ $i -lt 20000 ]; do echo line-$i-" + "0" * 40 + "; i=$((i+1)); "
     "[ $((i % 500)) -eq 0 ] && sleep 0.3; done; sleep 3600"
 )
+
+
+def talker(name: str, script: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": "edge-1",
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "kubeedge-py/busybox:latest",
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", script],
+                }
+            ],
+        },
+    }
+
+
+async def follow_logs(cluster: Cluster, name: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        KUBECTL, "--kubeconfig", str(cluster.kubeconfig), "logs", "-f", name,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_kubectl_logs_follow_ends_when_the_container_exits_or_the_pod_goes(
+    stack: tuple[Cluster, Node],
+) -> None:
+    """Regression (issue 10): `kubectl logs -f` never ended for an exited container and hung
+    when the pod was deleted. Now it prints everything and returns in both cases."""
+    cluster, _ = stack
+    await cluster.kubectl(
+        "apply", "-f", "-", stdin=json.dumps(talker("brief", "echo one; sleep 4; echo two"))
+    )
+    await cluster.kubectl(
+        "apply", "-f", "-", stdin=json.dumps(talker("lasting", "echo up; exec sleep 3600"))
+    )
+
+    async def running(name: str) -> bool:
+        return (await pod(cluster, name)).get("status", {}).get("phase") == "Running"
+
+    await eventually(lambda: running("brief"), 60, "brief running")
+    brief = await follow_logs(cluster, "brief")
+    out, err = await asyncio.wait_for(brief.communicate(), 60)
+    assert (brief.returncode, out.decode()) == (0, "one\ntwo\n"), err.decode()
+
+    await eventually(lambda: running("lasting"), 60, "lasting running")
+    lasting = await follow_logs(cluster, "lasting")
+    try:
+        assert lasting.stdout is not None
+        assert await asyncio.wait_for(lasting.stdout.readline(), 30) == b"up\n"
+        await cluster.kubectl("delete", "pod", "lasting", "--wait=false")
+        out, _ = await asyncio.wait_for(lasting.communicate(), 60)
+        assert out == b""  # ended, with nothing more to say
+    finally:
+        if lasting.returncode is None:
+            lasting.kill()
+            await lasting.wait()

@@ -17,6 +17,7 @@ from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
 from cloud.edgecontroller.liveness import parse_time
+from common.envelope import new_message
 from common.names import Module, Operation
 from tests.support.controllers import (
     EDGE_LABEL,
@@ -569,6 +570,53 @@ async def test_logs_of_a_disconnected_node_is_503(
     await cached_pod(cloud, "web")
     code, message = await pod_log(pods_log, "web")
     assert code == 503 and f"node {NODE} is not connected" in message
+
+
+async def test_a_follow_client_that_leaves_stops_the_stream_at_the_node(
+    cloud: CloudStack, edge: EdgeStack, k8s: K8s, pods_log: str
+) -> None:
+    """Regression (issue 10): `kubectl logs -f` left the node tailing forever after the
+    client went away. Now the node gets a StreamCancel for the stream and stops it."""
+    fake = FakeEdgedLogs(edge, {("default", "web"): ["one"]}).start()
+    try:
+        await make_pod_with_configmap(k8s)
+        await cached_pod(cloud, "web")
+        await asyncio.wait_for(edge.hub.connected.wait(), 10)
+        url = f"{pods_log}/api/v1/namespaces/default/pods/web/log"
+        async with aiohttp.ClientSession() as session:
+            resp = await session.get(url, params={"follow": "true"})
+            assert await resp.content.readline() == b"one\n"
+            assert (await resp.content.readline()).startswith(b"tick")  # still following
+            resp.close()  # the client goes away
+        await eventually(lambda: fake.cancels, what="a StreamCancel at the node")
+        stream_id = fake.queries[-1].header.id
+        assert fake.cancels[0].stream_cancel.stream_id == stream_id
+        await eventually(lambda: not fake.following, what="the node's follow task ended")
+    finally:
+        await fake.stop()
+
+
+async def test_frames_of_a_stream_nobody_reads_get_one_cancel(
+    cloud: CloudStack, edge: EdgeStack, k8s: K8s
+) -> None:
+    """Frames for a stream the cloud no longer has open (its client left, or cloudcore
+    restarted) make cloudhub tell the node to stop it, once."""
+    fake = FakeEdgedLogs(edge, {}).start()
+    try:
+        await asyncio.wait_for(edge.hub.connected.wait(), 10)
+        query = new_message(
+            source=Module.EDGECONTROLLER,
+            group="edged",
+            operation=Operation.QUERY,
+            resource="default/log/web",
+        )
+        for seq in range(5):
+            await fake.send_frame(query, "gone-stream", seq, b"x\n")
+        await eventually(lambda: fake.cancels, what="a StreamCancel at the node")
+        await asyncio.sleep(0.3)
+        assert [c.stream_cancel.stream_id for c in fake.cancels] == ["gone-stream"]
+    finally:
+        await fake.stop()
 
 
 # -- metrics ---------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ messages with `stream_frame`s (or an error) through the real edgehub.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -137,14 +136,20 @@ async def ask_up(edge: EdgeStack, msg: Message, timeout: float = 10) -> Message:
 
 class FakeEdgedLogs:
     """Answers log queries on an edge bus: `logs[(ns, pod)]` lines, honouring tail_lines;
-    an unknown pod gets a 404 error. Records every query it saw."""
+    an unknown pod gets a 404 error. A follow query then gets a line every `tick` seconds
+    until a StreamCancel for it arrives. Records every query and cancel it saw."""
 
     name = "fake-edged-logs"
 
-    def __init__(self, edge: EdgeStack, logs: dict[tuple[str, str], list[str]]) -> None:
+    def __init__(
+        self, edge: EdgeStack, logs: dict[tuple[str, str], list[str]], tick: float = 0.05
+    ) -> None:
         self.bus = edge.supervisor.bus
         self.logs = logs
+        self.tick = tick
         self.queries: list[Message] = []
+        self.cancels: list[Message] = []
+        self.following: dict[str, asyncio.Task[None]] = {}
         self.bus.register(self.name, Group.EDGED)
         self._task: asyncio.Task[None] | None = None
 
@@ -153,10 +158,10 @@ class FakeEdgedLogs:
         return self
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        tasks = [t for t in [self._task, *self.following.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -164,6 +169,11 @@ class FakeEdgedLogs:
             if msg.WhichOneof("body") == "log_query":
                 self.queries.append(msg)
                 await self._answer(msg)
+            elif msg.WhichOneof("body") == "stream_cancel":
+                self.cancels.append(msg)
+                task = self.following.pop(msg.stream_cancel.stream_id, None)
+                if task is not None:
+                    task.cancel()
 
     async def _answer(self, query: Message) -> None:
         q = query.log_query
@@ -176,15 +186,31 @@ class FakeEdgedLogs:
             lines = lines[-q.tail_lines :]
         chunks = [line.encode() + b"\n" for line in lines] or [b""]
         for seq, chunk in enumerate(chunks):
-            frame = new_message(
-                source=Module.EDGED,
-                group=Group.EDGED,
-                operation=Operation.RESPONSE,
-                resource=query.route.resource,
-                parent_id=query.header.id,
+            last = seq == len(chunks) - 1 and not q.follow
+            await self.send_frame(query, query.header.id, seq, chunk, end=last)
+        if q.follow:
+            self.following[query.header.id] = asyncio.create_task(
+                self._follow(query, len(chunks)), name=f"fake-follow:{query.header.id}"
             )
-            frame.stream_frame.stream_id = query.header.id
-            frame.stream_frame.sequence = seq
-            frame.stream_frame.data = chunk
-            frame.stream_frame.end = seq == len(chunks) - 1
-            await self.bus.send(Module.EDGEHUB, frame)
+
+    async def _follow(self, query: Message, seq: int) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            await self.send_frame(query, query.header.id, seq, f"tick {seq}\n".encode())
+            seq += 1
+
+    async def send_frame(
+        self, query: Message, stream_id: str, seq: int, data: bytes, *, end: bool = False
+    ) -> None:
+        frame = new_message(
+            source=Module.EDGED,
+            group=Group.EDGED,
+            operation=Operation.RESPONSE,
+            resource=query.route.resource,
+            parent_id=stream_id,
+        )
+        frame.stream_frame.stream_id = stream_id
+        frame.stream_frame.sequence = seq
+        frame.stream_frame.data = data
+        frame.stream_frame.end = end
+        await self.bus.send(Module.EDGEHUB, frame)

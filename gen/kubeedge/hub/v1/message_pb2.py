@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from kubeedge.twin.v1 import twin_pb2 as kubeedge_dot_twin_dot_v1_dot_twin__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkubeedge/hub/v1/message.proto\x12\x0fkubeedge.hub.v1\x1a\x1bkubeedge/twin/v1/twin.proto\"\xe9\x07\n\x07Message\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.kubeedge.hub.v1.Header\x12%\n\x05route\x18\x02 \x01(\x0b\x32\x16.kubeedge.hub.v1.Route\x12.\n\x06object\x18\n \x01(\x0b\x32\x1c.kubeedge.hub.v1.ObjectEventH\x00\x12#\n\x03\x61\x63k\x18\x0b \x01(\x0b\x32\x14.kubeedge.hub.v1.AckH\x00\x12\'\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x16.kubeedge.hub.v1.ErrorH\x00\x12/\n\tkeepalive\x18\r \x01(\x0b\x32\x1a.kubeedge.hub.v1.KeepaliveH\x00\x12\'\n\x05query\x18\x0e \x01(\x0b\x32\x16.kubeedge.hub.v1.QueryH\x00\x12\x34\n\x0cquery_result\x18\x0f \x01(\x0b\x32\x1c.kubeedge.hub.v1.QueryResultH\x00\x12\x36\n\npod_status\x18\x10 \x01(\x0b\x32 .kubeedge.hub.v1.PodStatusReportH\x00\x12\x38\n\x0bnode_status\x18\x11 \x01(\x0b\x32!.kubeedge.hub.v1.NodeStatusReportH\x00\x12.\n\x05lease\x18\x12 \x01(\x0b\x32\x1d.kubeedge.hub.v1.LeaseRenewalH\x00\x12\x33\n\x0btwin_update\x18\x13 \x01(\x0b\x32\x1c.kubeedge.twin.v1.TwinUpdateH\x00\x12\x31\n\ntwin_delta\x18\x14 \x01(\x0b\x32\x1b.kubeedge.twin.v1.TwinDeltaH\x00\x12\x37\n\rtwin_document\x18\x15 \x01(\x0b\x32\x1e.kubeedge.twin.v1.TwinDocumentH\x00\x12\x33\n\x0btwin_result\x18\x16 \x01(\x0b\x32\x1c.kubeedge.twin.v1.TwinResultH\x00\x12\x35\n\x0c\x64\x65vice_state\x18\x17 \x01(\x0b\x32\x1d.kubeedge.twin.v1.DeviceStateH\x00\x12\x38\n\nmembership\x18\x18 \x01(\x0b\x32\".kubeedge.twin.v1.MembershipUpdateH\x00\x12\x34\n\x0cstream_frame\x18\x19 \x01(\x0b\x32\x1c.kubeedge.hub.v1.StreamFrameH\x00\x12)\n\x06opaque\x18\x1a \x01(\x0b\x32\x17.kubeedge.hub.v1.OpaqueH\x00\x12.\n\tlog_query\x18\x1b \x01(\x0b\x32\x19.kubeedge.hub.v1.LogQueryH\x00\x42\x06\n\x04\x62ody\"e\n\x06Header\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x18\n\x10resource_version\x18\x04 \x01(\t\x12\x0c\n\x04sync\x18\x05 \x01(\x08\"`\n\x05Route\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12\x11\n\toperation\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\"\x8d\x01\n\x0bObjectEvent\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0b\n\x03uid\x18\x05 \x01(\t\x12\x18\n\x10resource_version\x18\x06 \x01(\t\x12\x13\n\x0bobject_json\x18\x07 \x01(\x0c\"\x1f\n\x03\x41\x63k\x12\x18\n\x10resource_version\x18\x01 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1c\n\tKeepalive\x12\x0f\n\x07unacked\x18\x01 \x01(\x03\"{\n\x05Query\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x16\n\x0elabel_selector\x18\x05 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x06 \x01(\t\"<\n\x0bQueryResult\x12-\n\x07objects\x18\x01 \x03(\x0b\x32\x1c.kubeedge.hub.v1.ObjectEvent\"T\n\x0fPodStatusReport\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x13\n\x0bstatus_json\x18\x04 \x01(\x0c\":\n\x10NodeStatusReport\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x13\n\x0bstatus_json\x18\x02 \x01(\x0c\"X\n\x0cLeaseRenewal\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x15\n\rrenew_time_ms\x18\x02 \x01(\x03\x12\x1e\n\x16lease_duration_seconds\x18\x03 \x01(\x05\"M\n\x0bStreamFrame\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x08\",\n\x06Opaque\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x8c\x01\n\x08LogQuery\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x12\n\ntail_lines\x18\x05 \x01(\x03\x12\x15\n\rsince_seconds\x18\x06 \x01(\x03\x12\x12\n\ntimestamps\x18\x07 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkubeedge/hub/v1/message.proto\x12\x0fkubeedge.hub.v1\x1a\x1bkubeedge/twin/v1/twin.proto\"\xa1\x08\n\x07Message\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.kubeedge.hub.v1.Header\x12%\n\x05route\x18\x02 \x01(\x0b\x32\x16.kubeedge.hub.v1.Route\x12.\n\x06object\x18\n \x01(\x0b\x32\x1c.kubeedge.hub.v1.ObjectEventH\x00\x12#\n\x03\x61\x63k\x18\x0b \x01(\x0b\x32\x14.kubeedge.hub.v1.AckH\x00\x12\'\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x16.kubeedge.hub.v1.ErrorH\x00\x12/\n\tkeepalive\x18\r \x01(\x0b\x32\x1a.kubeedge.hub.v1.KeepaliveH\x00\x12\'\n\x05query\x18\x0e \x01(\x0b\x32\x16.kubeedge.hub.v1.QueryH\x00\x12\x34\n\x0cquery_result\x18\x0f \x01(\x0b\x32\x1c.kubeedge.hub.v1.QueryResultH\x00\x12\x36\n\npod_status\x18\x10 \x01(\x0b\x32 .kubeedge.hub.v1.PodStatusReportH\x00\x12\x38\n\x0bnode_status\x18\x11 \x01(\x0b\x32!.kubeedge.hub.v1.NodeStatusReportH\x00\x12.\n\x05lease\x18\x12 \x01(\x0b\x32\x1d.kubeedge.hub.v1.LeaseRenewalH\x00\x12\x33\n\x0btwin_update\x18\x13 \x01(\x0b\x32\x1c.kubeedge.twin.v1.TwinUpdateH\x00\x12\x31\n\ntwin_delta\x18\x14 \x01(\x0b\x32\x1b.kubeedge.twin.v1.TwinDeltaH\x00\x12\x37\n\rtwin_document\x18\x15 \x01(\x0b\x32\x1e.kubeedge.twin.v1.TwinDocumentH\x00\x12\x33\n\x0btwin_result\x18\x16 \x01(\x0b\x32\x1c.kubeedge.twin.v1.TwinResultH\x00\x12\x35\n\x0c\x64\x65vice_state\x18\x17 \x01(\x0b\x32\x1d.kubeedge.twin.v1.DeviceStateH\x00\x12\x38\n\nmembership\x18\x18 \x01(\x0b\x32\".kubeedge.twin.v1.MembershipUpdateH\x00\x12\x34\n\x0cstream_frame\x18\x19 \x01(\x0b\x32\x1c.kubeedge.hub.v1.StreamFrameH\x00\x12)\n\x06opaque\x18\x1a \x01(\x0b\x32\x17.kubeedge.hub.v1.OpaqueH\x00\x12.\n\tlog_query\x18\x1b \x01(\x0b\x32\x19.kubeedge.hub.v1.LogQueryH\x00\x12\x36\n\rstream_cancel\x18\x1c \x01(\x0b\x32\x1d.kubeedge.hub.v1.StreamCancelH\x00\x42\x06\n\x04\x62ody\"e\n\x06Header\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\x12\x18\n\x10resource_version\x18\x04 \x01(\t\x12\x0c\n\x04sync\x18\x05 \x01(\x08\"`\n\x05Route\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12\x11\n\toperation\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\"\x8d\x01\n\x0bObjectEvent\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0b\n\x03uid\x18\x05 \x01(\t\x12\x18\n\x10resource_version\x18\x06 \x01(\t\x12\x13\n\x0bobject_json\x18\x07 \x01(\x0c\"\x1f\n\x03\x41\x63k\x12\x18\n\x10resource_version\x18\x01 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1c\n\tKeepalive\x12\x0f\n\x07unacked\x18\x01 \x01(\x03\"{\n\x05Query\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x16\n\x0elabel_selector\x18\x05 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x06 \x01(\t\"<\n\x0bQueryResult\x12-\n\x07objects\x18\x01 \x03(\x0b\x32\x1c.kubeedge.hub.v1.ObjectEvent\"T\n\x0fPodStatusReport\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x13\n\x0bstatus_json\x18\x04 \x01(\x0c\":\n\x10NodeStatusReport\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x13\n\x0bstatus_json\x18\x02 \x01(\x0c\"X\n\x0cLeaseRenewal\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x15\n\rrenew_time_ms\x18\x02 \x01(\x03\x12\x1e\n\x16lease_duration_seconds\x18\x03 \x01(\x05\"M\n\x0bStreamFrame\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x08\"1\n\x0cStreamCancel\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\",\n\x06Opaque\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x8c\x01\n\x08LogQuery\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x12\n\ntail_lines\x18\x05 \x01(\x03\x12\x15\n\rsince_seconds\x18\x06 \x01(\x03\x12\x12\n\ntimestamps\x18\x07 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,33 +33,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kubeedge.hub.v1.message_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MESSAGE']._serialized_start=80
-  _globals['_MESSAGE']._serialized_end=1081
-  _globals['_HEADER']._serialized_start=1083
-  _globals['_HEADER']._serialized_end=1184
-  _globals['_ROUTE']._serialized_start=1186
-  _globals['_ROUTE']._serialized_end=1282
-  _globals['_OBJECTEVENT']._serialized_start=1285
-  _globals['_OBJECTEVENT']._serialized_end=1426
-  _globals['_ACK']._serialized_start=1428
-  _globals['_ACK']._serialized_end=1459
-  _globals['_ERROR']._serialized_start=1461
-  _globals['_ERROR']._serialized_end=1499
-  _globals['_KEEPALIVE']._serialized_start=1501
-  _globals['_KEEPALIVE']._serialized_end=1529
-  _globals['_QUERY']._serialized_start=1531
-  _globals['_QUERY']._serialized_end=1654
-  _globals['_QUERYRESULT']._serialized_start=1656
-  _globals['_QUERYRESULT']._serialized_end=1716
-  _globals['_PODSTATUSREPORT']._serialized_start=1718
-  _globals['_PODSTATUSREPORT']._serialized_end=1802
-  _globals['_NODESTATUSREPORT']._serialized_start=1804
-  _globals['_NODESTATUSREPORT']._serialized_end=1862
-  _globals['_LEASERENEWAL']._serialized_start=1864
-  _globals['_LEASERENEWAL']._serialized_end=1952
-  _globals['_STREAMFRAME']._serialized_start=1954
-  _globals['_STREAMFRAME']._serialized_end=2031
-  _globals['_OPAQUE']._serialized_start=2033
-  _globals['_OPAQUE']._serialized_end=2077
-  _globals['_LOGQUERY']._serialized_start=2080
-  _globals['_LOGQUERY']._serialized_end=2220
+  _globals['_MESSAGE']._serialized_end=1137
+  _globals['_HEADER']._serialized_start=1139
+  _globals['_HEADER']._serialized_end=1240
+  _globals['_ROUTE']._serialized_start=1242
+  _globals['_ROUTE']._serialized_end=1338
+  _globals['_OBJECTEVENT']._serialized_start=1341
+  _globals['_OBJECTEVENT']._serialized_end=1482
+  _globals['_ACK']._serialized_start=1484
+  _globals['_ACK']._serialized_end=1515
+  _globals['_ERROR']._serialized_start=1517
+  _globals['_ERROR']._serialized_end=1555
+  _globals['_KEEPALIVE']._serialized_start=1557
+  _globals['_KEEPALIVE']._serialized_end=1585
+  _globals['_QUERY']._serialized_start=1587
+  _globals['_QUERY']._serialized_end=1710
+  _globals['_QUERYRESULT']._serialized_start=1712
+  _globals['_QUERYRESULT']._serialized_end=1772
+  _globals['_PODSTATUSREPORT']._serialized_start=1774
+  _globals['_PODSTATUSREPORT']._serialized_end=1858
+  _globals['_NODESTATUSREPORT']._serialized_start=1860
+  _globals['_NODESTATUSREPORT']._serialized_end=1918
+  _globals['_LEASERENEWAL']._serialized_start=1920
+  _globals['_LEASERENEWAL']._serialized_end=2008
+  _globals['_STREAMFRAME']._serialized_start=2010
+  _globals['_STREAMFRAME']._serialized_end=2087
+  _globals['_STREAMCANCEL']._serialized_start=2089
+  _globals['_STREAMCANCEL']._serialized_end=2138
+  _globals['_OPAQUE']._serialized_start=2140
+  _globals['_OPAQUE']._serialized_end=2184
+  _globals['_LOGQUERY']._serialized_start=2187
+  _globals['_LOGQUERY']._serialized_end=2327
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Message(_message.Message):
-    __slots__ = ("header", "route", "object", "ack", "error", "keepalive", "query", "query_result", "pod_status", "node_status", "lease", "twin_update", "twin_delta", "twin_document", "twin_result", "device_state", "membership", "stream_frame", "opaque", "log_query")
+    __slots__ = ("header", "route", "object", "ack", "error", "keepalive", "query", "query_result", "pod_status", "node_status", "lease", "twin_update", "twin_delta", "twin_document", "twin_result", "device_state", "membership", "stream_frame", "opaque", "log_query", "stream_cancel")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class Message(_message.Message):
     STREAM_FRAME_FIELD_NUMBER: _ClassVar[int]
     OPAQUE_FIELD_NUMBER: _ClassVar[int]
     LOG_QUERY_FIELD_NUMBER: _ClassVar[int]
+    STREAM_CANCEL_FIELD_NUMBER: _ClassVar[int]
     header: Header
     route: Route
     object: ObjectEvent
@@ -49,7 +50,8 @@ class Message(_message.Message):
     stream_frame: StreamFrame
     opaque: Opaque
     log_query: LogQuery
-    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., object: _Optional[_Union[ObjectEvent, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., query_result: _Optional[_Union[QueryResult, _Mapping]] = ..., pod_status: _Optional[_Union[PodStatusReport, _Mapping]] = ..., node_status: _Optional[_Union[NodeStatusReport, _Mapping]] = ..., lease: _Optional[_Union[LeaseRenewal, _Mapping]] = ..., twin_update: _Optional[_Union[_twin_pb2.TwinUpdate, _Mapping]] = ..., twin_delta: _Optional[_Union[_twin_pb2.TwinDelta, _Mapping]] = ..., twin_document: _Optional[_Union[_twin_pb2.TwinDocument, _Mapping]] = ..., twin_result: _Optional[_Union[_twin_pb2.TwinResult, _Mapping]] = ..., device_state: _Optional[_Union[_twin_pb2.DeviceState, _Mapping]] = ..., membership: _Optional[_Union[_twin_pb2.MembershipUpdate, _Mapping]] = ..., stream_frame: _Optional[_Union[StreamFrame, _Mapping]] = ..., opaque: _Optional[_Union[Opaque, _Mapping]] = ..., log_query: _Optional[_Union[LogQuery, _Mapping]] = ...) -> None: ...
+    stream_cancel: StreamCancel
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., route: _Optional[_Union[Route, _Mapping]] = ..., object: _Optional[_Union[ObjectEvent, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., query_result: _Optional[_Union[QueryResult, _Mapping]] = ..., pod_status: _Optional[_Union[PodStatusReport, _Mapping]] = ..., node_status: _Optional[_Union[NodeStatusReport, _Mapping]] = ..., lease: _Optional[_Union[LeaseRenewal, _Mapping]] = ..., twin_update: _Optional[_Union[_twin_pb2.TwinUpdate, _Mapping]] = ..., twin_delta: _Optional[_Union[_twin_pb2.TwinDelta, _Mapping]] = ..., twin_document: _Optional[_Union[_twin_pb2.TwinDocument, _Mapping]] = ..., twin_result: _Optional[_Union[_twin_pb2.TwinResult, _Mapping]] = ..., device_state: _Optional[_Union[_twin_pb2.DeviceState, _Mapping]] = ..., membership: _Optional[_Union[_twin_pb2.MembershipUpdate, _Mapping]] = ..., stream_frame: _Optional[_Union[StreamFrame, _Mapping]] = ..., opaque: _Optional[_Union[Opaque, _Mapping]] = ..., log_query: _Optional[_Union[LogQuery, _Mapping]] = ..., stream_cancel: _Optional[_Union[StreamCancel, _Mapping]] = ...) -> None: ...
 
 class Header(_message.Message):
     __slots__ = ("id", "parent_id", "timestamp_ms", "resource_version", "sync")
@@ -180,6 +182,14 @@ class StreamFrame(_message.Message):
     data: bytes
     end: bool
     def __init__(self, stream_id: _Optional[str] = ..., sequence: _Optional[int] = ..., data: _Optional[bytes] = ..., end: _Optional[bool] = ...) -> None: ...
+
+class StreamCancel(_message.Message):
+    __slots__ = ("stream_id", "reason")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    reason: str
+    def __init__(self, stream_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Opaque(_message.Message):
     __slots__ = ("content_type", "data")
