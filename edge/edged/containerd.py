@@ -202,6 +202,10 @@ class ManagedContainerd:
             raise
         return self.endpoint
 
+    def running(self) -> bool:
+        """Whether the containerd this started or adopted still runs."""
+        return self.pid is not None and self._is_ours(self.pid)
+
     async def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the containerd we started or adopted, SIGKILL after `grace` s (reset only).
 

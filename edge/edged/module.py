@@ -8,7 +8,8 @@ on (pods, configmaps, secrets), runs one PodWorker per pod, reports node status 
 --node-status-interval, renews the node Lease, reports pod status when it changes, and answers
 log requests from `kubectl logs`.
 
-Stopping edgecore leaves pods and the private containerd running, as stopping a kubelet does.
+Stopping edgecore leaves pods and the private containerd running, as stopping a kubelet does;
+while edgecore runs, a private containerd that dies is started again.
 """
 
 from __future__ import annotations
@@ -73,11 +74,14 @@ class Edged:
             await self._register()
             await self._restore()
             self.ready.set()
-        await together(
-            edged_inbox=self._inbox(),
-            edged_node_status=self._node_status_loop(),
-            edged_lease=self._lease_loop(),
-        )
+        loops = {
+            "edged_inbox": self._inbox(),
+            "edged_node_status": self._node_status_loop(),
+            "edged_lease": self._lease_loop(),
+        }
+        if self.managed is not None:
+            loops["edged_runtime"] = self._keep_runtime(self.managed)
+        await together(**loops)
 
     async def close(self) -> None:
         await self.logs.close()
@@ -108,6 +112,18 @@ class Edged:
             if names:
                 log.info("edged: images available: %s", ", ".join(names))
         log.info("edged: runtime %s at %s", self.runtime_version, endpoint)
+
+    async def _keep_runtime(self, managed: ManagedContainerd) -> None:
+        """Start the node's private containerd again when it dies (as systemd would restart a
+        kubelet's runtime). Its pods live on in their shims and are found again."""
+        while True:
+            await asyncio.sleep(self.settings.node_status_interval)
+            if not managed.running():
+                log.warning(
+                    "edged: the node's containerd (pid %s) is gone; starting it", managed.pid
+                )
+                await managed.start()
+                log.info("edged: containerd is back (pid %s)", managed.pid)
 
     async def _restore(self) -> None:
         """Rebuild pods from the SQLite store (works with no cloud); remove orphans."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +359,45 @@ async def test_kubectl_logs_follow_ends_when_the_container_exits_or_the_pod_goes
         if lasting.returncode is None:
             lasting.kill()
             await lasting.wait()
+
+
+async def test_a_killed_containerd_is_started_again_and_its_pods_live_on(
+    stack: tuple[Cluster, Node],
+) -> None:
+    """edgecore's private containerd SIGKILLed (an OOM kill, a crash): edged starts it again,
+    the pod's container (in its shim all along) is found again, and nothing is recreated."""
+    cluster, node = stack
+    await cluster.kubectl(
+        "apply", "-f", "-", stdin=json.dumps(talker("steady", "echo up; exec sleep 3600"))
+    )
+
+    async def running() -> bool:
+        return (await pod(cluster, "steady")).get("status", {}).get("phase") == "Running"
+
+    await eventually(running, 60, "steady running")
+    before = await container_ids(node)
+    pid_file = node.data_dir / "containerd" / "containerd.pid"
+    old_pid = int(pid_file.read_text())
+    os.kill(old_pid, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        text = pid_file.read_text().strip() if pid_file.exists() else ""
+        return text.isdigit() and int(text) != old_pid
+
+    await eventually(restarted, 30, "a new containerd")
+    await eventually(lambda: node_ready(cluster), 30, "edge-1 Ready")
+    assert await container_ids(node) == before
+    await asyncio.sleep(2)  # a few pod syncs: still nothing recreated
+    assert await container_ids(node) == before
+    assert (await pod(cluster, "steady"))["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+async def container_ids(node: Node) -> list[str]:
+    from cri.runtime.v1 import api_pb2 as cri
+
+    runtime = await node.cri()
+    try:
+        state = cri.ContainerStateValue(state=cri.CONTAINER_RUNNING)
+        return sorted(c.id for c in await runtime.list_containers(cri.ContainerFilter(state=state)))
+    finally:
+        await runtime.close()
