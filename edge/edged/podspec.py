@@ -178,8 +178,9 @@ def unsupported(pod: dict[str, Any]) -> list[str]:
     """What a pod asks for that edged does not do yet: refused with a reason, never ignored."""
     spec = pod.get("spec") or {}
     out = []
-    if spec.get("initContainers"):
-        out.append("initContainers")
+    for c in spec.get("initContainers") or []:
+        if c.get("restartPolicy"):  # a sidecar: runs beside the containers, probed, restarted
+            out.append(f"restartPolicy of init container {c.get('name')} (sidecar containers)")
     for c in spec.get("containers") or []:
         for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
             scheme = str(((c.get(kind) or {}).get("httpGet") or {}).get("scheme") or "HTTP")

@@ -1,16 +1,19 @@
 """One pod's life on this node: sandbox, containers, restarts, probes, status, termination.
 
 A PodWorker is a task per pod UID. Each round (every pod_sync_interval, or at once when the pod
-or an object it uses changes) it makes containerd match the pod spec: a ready sandbox, each
-container created and started, crashed containers restarted per restartPolicy with the
-kubelet's doubling back-off, liveness/startup failures killing the container, changed
-container specs replacing the container. It then builds the pod status from what the CRI
-reports and hands it to `report` when it changed. A pod with a deletionTimestamp (or deleted)
-is stopped gracefully, its sandbox removed, and `gone` is called.
+or an object it uses changes) it makes containerd match the pod spec: a ready sandbox; the init
+containers run one at a time, in order, each to completion (a failed one restarted with the
+crash back-off, or the pod Failed under restartPolicy Never); then each container created and
+started, crashed containers restarted per restartPolicy with the kubelet's doubling back-off,
+liveness/startup failures killing the container, changed container specs replacing the
+container. It then builds the pod status from what the CRI reports and hands it to `report`
+when it changed. A pod with a deletionTimestamp (or deleted) is stopped gracefully, its
+sandbox removed, and `gone` is called.
 
 On an edgecore restart the worker finds the sandbox and containers it made before by their
 labels (io.kubernetes.pod.uid, io.kubernetes.container.name) and adopts them: nothing running is
-recreated.
+recreated, and an init container that completed in the sandbox is not run again. A new sandbox
+runs the init containers again, as the kubelet's does.
 """
 
 from __future__ import annotations
@@ -61,8 +64,10 @@ def adopted_status(status: dict[str, Any], name: str, container_id: str) -> dict
 
 def api_restart_count(status: dict[str, Any], name: str) -> int:
     """The attempt number of container `name`'s last container as the API's pod status tells
-    it (after an edgecore restart), or -1 when it never started."""
-    for c in status.get("containerStatuses") or []:
+    it (after an edgecore restart), or -1 when it never started. Init containers too: a pod's
+    container names are unique across both lists."""
+    known = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
+    for c in known:
         if c.get("name") == name and c.get("containerID"):
             return int(c.get("restartCount") or 0)
     return -1
@@ -198,6 +203,8 @@ class PodWorker:
             self._refuse_containers(str(exc))
             raise
         current = await self._current_containers()
+        if not await self._initialize(current, paths):
+            return  # the containers wait (PodInitializing) until every init container completed
         errors: list[Exception] = []
         for container in self.pod.get("spec", {}).get("containers") or []:
             try:  # one container's trouble does not stop its neighbours' starts and probes
@@ -210,6 +217,35 @@ class PodWorker:
                 if len(errors) == 1
                 else podspec.SpecError("; ".join(str(e) for e in errors))
             )
+
+    async def _initialize(
+        self, current: dict[str, list[cri.Container]], paths: dict[str, str]
+    ) -> bool:
+        """Run the init containers one at a time, in order, each to completion; True once all
+        exited 0 — or once a container of this sandbox exists (initialized before; completed
+        init containers are not run again, also not after an edgecore restart)."""
+        spec = self.pod.get("spec", {})
+        if any(c["name"] in current for c in spec.get("containers") or []):
+            return True
+        for container in spec.get("initContainers") or []:
+            found = current.get(container["name"]) or []
+            if not await self._sync_init_container(container, found, paths):
+                return False
+        return True
+
+    async def _sync_init_container(
+        self, spec: dict[str, Any], existing: list[cri.Container], paths: dict[str, str]
+    ) -> bool:
+        """One round of init container `spec`: True when it has completed (exited 0); else it
+        is started, left running, or restarted after a failure as a container is (crash
+        back-off; never under restartPolicy Never, where the pod fails)."""
+        if existing and existing[0].state == cri.CONTAINER_EXITED:
+            status = await self.runtime.container_status(existing[0].id)
+            if status.exit_code == 0:
+                self._containers.setdefault(spec["name"], _Container()).waiting_reason = ""
+                return True
+        await self._sync_container(spec, existing, paths)
+        return False
 
     def _refuse_containers(self, message: str) -> None:
         """A volume of the pod asks for more than its folder: no container of it starts, and
@@ -604,14 +640,27 @@ class PodWorker:
         statuses = []
         for c in spec.get("containers") or []:
             statuses.append(await self._container_status(c, current.get(c["name"], [])))
+        init_statuses = []
+        for c in spec.get("initContainers") or []:
+            init_statuses.append(await self._init_container_status(c, current.get(c["name"], [])))
         return build_pod_status(
             spec,
             statuses,
+            init_containers=init_statuses,
             pod_ip=self.pod_ip,
             started_at=self.started_at,
             host_ip=self.host_ip,
             generation=int(self.pod["metadata"].get("generation") or 0),
         )
+
+    async def _init_container_status(
+        self, spec: dict[str, Any], found: list[cri.Container]
+    ) -> dict[str, Any]:
+        """An init container's status: as a container's, but ready once it completed (the
+        kubelet's rule; it has no readiness probe)."""
+        out = await self._container_status(spec, found)
+        out["ready"] = out["state"].get("terminated", {}).get("exitCode") == 0
+        return out
 
     async def _container_status(
         self, spec: dict[str, Any], found: list[cri.Container]
@@ -626,7 +675,11 @@ class PodWorker:
             "imageID": "",
         }
         if not found:
-            waiting = {"reason": memo.waiting_reason or "ContainerCreating"}
+            # Until a container exists, the kubelet's default reason for it (any pod with init
+            # containers: PodInitializing, for the init containers too).
+            initializing = self.pod.get("spec", {}).get("initContainers")
+            default = "PodInitializing" if initializing else "ContainerCreating"
+            waiting = {"reason": memo.waiting_reason or default}
             if memo.waiting_reason and memo.waiting_message:
                 waiting["message"] = memo.waiting_message
             out["state"] = {"waiting": waiting}
@@ -680,47 +733,24 @@ def build_pod_status(
     spec: dict[str, Any],
     containers: list[dict[str, Any]],
     *,
+    init_containers: list[dict[str, Any]] | None = None,
     pod_ip: str,
     started_at: str,
     host_ip: str = "",
     generation: int = 0,
 ) -> dict[str, Any]:
-    """Phase and conditions from container statuses, as the kubelet derives them;
-    `observedGeneration` names the pod spec generation they describe (Kubernetes 1.33+)."""
-    policy = spec.get("restartPolicy", "Always")
-    running = [c for c in containers if "running" in c["state"]]
-    terminated = [c["state"]["terminated"] for c in containers if "terminated" in c["state"]]
-    if containers and len(terminated) == len(containers) and policy != "Always":
-        failed = any(t["exitCode"] != 0 for t in terminated)
-        phase = (
-            "Failed" if failed and policy == "Never" else ("Succeeded" if not failed else "Running")
-        )
-    elif running or any(c["restartCount"] > 0 or "lastState" in c for c in containers):
-        phase = "Running"
-    else:
-        phase = "Pending"
-    ready = bool(containers) and all(c["ready"] for c in containers)
-    now = rfc3339()
-
-    def condition(kind: str, ok: bool) -> dict[str, Any]:
-        return {
-            "type": kind,
-            "status": "True" if ok else "False",
-            "lastProbeTime": None,
-            "lastTransitionTime": now,
-        }
-
+    """Phase and conditions from container and init container statuses, as the kubelet
+    derives them; `observedGeneration` names the pod spec generation they describe
+    (Kubernetes 1.33+)."""
+    init = init_containers or []
     status: dict[str, Any] = {
-        "phase": phase,
-        "conditions": [
-            condition("PodScheduled", True),
-            condition("Initialized", True),
-            condition("ContainersReady", ready),
-            condition("Ready", ready),
-        ],
+        "phase": _phase(spec.get("restartPolicy", "Always"), containers, init),
+        "conditions": _conditions(containers, init),
         "containerStatuses": containers,
         "qosClass": _qos(spec),
     }
+    if init:
+        status["initContainerStatuses"] = init
     if generation:
         status["observedGeneration"] = generation
     if pod_ip:
@@ -733,8 +763,68 @@ def build_pod_status(
     return status
 
 
+def _phase(policy: str, containers: list[dict[str, Any]], init: list[dict[str, Any]]) -> str:
+    """The kubelet's getPhase: a failed init container fails the pod under restartPolicy
+    Never; until the containers run the pod is Pending (so while it initializes)."""
+    if policy == "Never" and any(_last_exit(c) not in (None, 0) for c in init):
+        return "Failed"
+    running = [c for c in containers if "running" in c["state"]]
+    terminated = [c["state"]["terminated"] for c in containers if "terminated" in c["state"]]
+    if containers and len(terminated) == len(containers) and policy != "Always":
+        failed = any(t["exitCode"] != 0 for t in terminated)
+        if failed:
+            return "Failed" if policy == "Never" else "Running"
+        return "Succeeded"
+    if running or any(c["restartCount"] > 0 or "lastState" in c for c in containers):
+        return "Running"
+    return "Pending"
+
+
+def _last_exit(container: dict[str, Any]) -> int | None:
+    """The exit code of a container's last run: terminated now, or waiting after it."""
+    state = container["state"]
+    ended = state.get("terminated") or (
+        (container.get("lastState") or {}).get("terminated") if "waiting" in state else None
+    )
+    return int(ended["exitCode"]) if ended else None
+
+
+def _conditions(
+    containers: list[dict[str, Any]], init: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """PodScheduled, Initialized (False, ContainersNotInitialized, until every init container
+    completed — or a container started: initialized before), ContainersReady and Ready."""
+    ready = bool(containers) and all(c["ready"] for c in containers)
+    incomplete = [str(c["name"]) for c in init if not c["ready"]]
+    started = any(_last_exit(c) is not None or "running" in c["state"] for c in containers)
+    now = rfc3339()
+
+    def condition(kind: str, ok: bool, reason: str = "", message: str = "") -> dict[str, Any]:
+        out = {
+            "type": kind,
+            "status": "True" if ok else "False",
+            "lastProbeTime": None,
+            "lastTransitionTime": now,
+        }
+        return out | ({"reason": reason, "message": message} if reason and not ok else {})
+
+    return [
+        condition("PodScheduled", True),
+        condition(
+            "Initialized",
+            not incomplete or started,
+            "ContainersNotInitialized",
+            f"containers with incomplete status: [{' '.join(incomplete)}]",
+        ),
+        condition("ContainersReady", ready),
+        condition("Ready", ready),
+    ]
+
+
 def _qos(spec: dict[str, Any]) -> str:
-    resources = [c.get("resources") or {} for c in spec.get("containers") or []]
+    """The API server's QoS class: init containers count as containers do."""
+    every = (spec.get("containers") or []) + (spec.get("initContainers") or [])
+    resources = [c.get("resources") or {} for c in every]
     if not any(r.get("limits") or r.get("requests") for r in resources):
         return "BestEffort"
     if all(

@@ -350,12 +350,15 @@ def test_run_as_non_root_without_a_user_is_refused(tmp_path: Path) -> None:
 
 def test_what_edged_does_not_do_is_named_not_ignored() -> None:
     spec = pod([{"name": "m", "emptyDir": {"medium": "HugePages"}}])
-    spec["spec"]["initContainers"] = [{"name": "init", "image": "busybox"}]
+    spec["spec"]["initContainers"] = [
+        {"name": "init", "image": "busybox"},
+        {"name": "sidecar", "image": "busybox", "restartPolicy": "Always"},
+    ]
     spec["spec"]["containers"][0]["readinessProbe"] = {"grpc": {"port": 9000}}
     spec["spec"]["containers"][0]["livenessProbe"] = {"httpGet": {"port": 1, "scheme": "HTTPS"}}
     missing = podspec.unsupported(spec)
     assert missing == [
-        "initContainers",
+        "restartPolicy of init container sidecar (sidecar containers)",
         "emptyDir.medium HugePages of volume m",
     ]
     assert podspec.unsupported(pod([])) == []
