@@ -3,6 +3,8 @@
 SHELL := /bin/bash
 DATA_DIR ?= run
 PYTEST_ARGS ?=
+N ?= 200
+SEED ?= 1
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -16,6 +18,9 @@ run: setup  ## set up, then keadm up: cloudcore + edgecore edge-1 (own container
 test: setup  ## set up, check generated code/contract/lint/types, then run every test
 	@scripts/verify.sh
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+chaos: setup  ## N (200) seeded chaos trials on a real stack; report in chaos-report.json
+	.venv/bin/python -m tests.chaos.driver --trials $(N) --seed $(SEED) --report chaos-report.json
 
 gen: setup  ## regenerate gen/ from proto/
 	@scripts/gen.sh
@@ -35,4 +40,4 @@ bench: setup  ## run the benchmarks under bench/ (figures go to docs/benchmarks.
 	.venv/bin/python bench/pod_startup.py
 	.venv/bin/python bench/control_plane.py
 
-.PHONY: help setup run test gen contract-image lint format bench
+.PHONY: help setup run test chaos gen contract-image lint format bench

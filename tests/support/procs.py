@@ -59,6 +59,17 @@ class Proc:
             await asyncio.wait_for(self._reader, 5)
         return code
 
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs."""
+        if self._proc is None or self._proc.returncode is not None:
+            return None
+        return self._proc.pid
+
+    @property
+    def exited(self) -> bool:
+        return self._proc is not None and self._proc.returncode is not None
+
     def output(self) -> str:
         return "\n".join(self.lines[-40:])
 
