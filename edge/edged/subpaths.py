@@ -43,7 +43,7 @@ def pin(volume: Path, rel: str, target: Path) -> Path:
     fd = _open_beneath(root, str(real.relative_to(root)))
     try:
         is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-        _unmount(target)  # a restarted container: mount the current subPath afresh
+        unmount(target)  # a restarted container: mount the current subPath afresh
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if is_dir:
             target.mkdir(exist_ok=True)
@@ -64,7 +64,7 @@ def release(pod_dir: Path) -> None:
         return
     for target in sorted(root.glob("*/*/*"), key=lambda p: len(p.parts), reverse=True):
         try:
-            _unmount(target)
+            unmount(target)
         except OSError as exc:
             raise SubpathBusy(exc.errno, f"subPath mount {target} stays: {exc.strerror}") from exc
 
@@ -102,7 +102,13 @@ def _mount_points() -> set[str]:
     return points
 
 
-def _unmount(target: Path) -> None:
+def mount_tmpfs(target: Path, options: str) -> None:
+    """Mount a tmpfs on `target` with mount options `options` (e.g. "size=1m,mode=755")."""
+    _call(_libc.mount(b"tmpfs", bytes(target), b"tmpfs", 0, options.encode()), target)
+
+
+def unmount(target: Path) -> None:
+    """Unmount everything mounted on `target` (nothing mounted: nothing to do)."""
     while is_mounted(target):  # a stacked mount (from an older edgecore) comes off one by one
         _call(_libc.umount2(bytes(target), MNT_DETACH), target)
 

@@ -99,9 +99,7 @@ def _empty_dir(target: Path, source: dict[str, Any]) -> None:
     if source.get("medium") != "Memory" or subpaths.is_mounted(real):
         return
     options = f"size={_tmpfs_size(source)},mode={real.stat().st_mode & 0o7777:o}"
-    # subpaths owns edged's mount(2)/umount2(2) calls; a tmpfs needs the same two.
-    result = subpaths._libc.mount(b"tmpfs", bytes(real), b"tmpfs", 0, options.encode())
-    subpaths._call(result, real)
+    subpaths.mount_tmpfs(real, options)  # subpaths owns edged's mount(2)/umount2(2) calls
 
 
 def _tmpfs_size(source: dict[str, Any]) -> str:
@@ -256,7 +254,7 @@ def _unmount_volumes(pod: Path) -> None:
         if target.is_symlink():  # edged makes folders here; a link's target is none of its own
             continue
         try:
-            subpaths._unmount(Path(os.path.realpath(target)))
+            subpaths.unmount(Path(os.path.realpath(target)))
         except OSError as exc:
             raise VolumeError(f"pod folder kept: {target} stays mounted: {exc.strerror}") from exc
 
