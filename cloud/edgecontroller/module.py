@@ -136,4 +136,4 @@ class EdgeController:
         while True:
             msg = await self.bus.receive(self.name)
             if not self.logs.deliver(msg):
-                self.upstream.submit(msg)
+                await self.upstream.submit(msg)

@@ -18,7 +18,9 @@ so that no write ever names another node's objects, --no-node-authorization incl
 Every write is idempotent (cloudhub may hand a message on again after a restart); reports of
 one resource are applied in order (one worker per shard of resources); a write the API could
 not take is retried a few times. Reports wait until the caches they are checked against hold
-the first listings.
+the first listings. Each shard's queue holds at most SHARD_QUEUE reports: `submit` waits while
+it is full, so a slow API holds edgecontroller's bus inbox, then cloudhub's hand-over, and
+nothing piles up in memory.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ DEFAULT_LEASE_SECONDS = 40
 SMP = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
 SHARDS = 4
+SHARD_QUEUE = 1000  # reports waiting per shard; then `submit` waits (backpressure)
 ATTEMPTS = 5
 NODE_STATUS_FIELDS = ("addresses", "capacity", "allocatable", "nodeInfo", "daemonEndpoints")
 
@@ -72,18 +75,23 @@ class Upstream:
         pod_lookup: Callable[[str, str], Obj | None],
         ready: asyncio.Event,
         metrics: CloudMetrics | None = None,
+        *,
+        queue_size: int = SHARD_QUEUE,
     ) -> None:
         self.kube = kube
         self.ready = ready  # the caches the lookups read are filled
         self.node_lookup = node_lookup
         self.pod_lookup = pod_lookup
         self.metrics = metrics
-        self._shards: list[asyncio.Queue[Message]] = [asyncio.Queue() for _ in range(SHARDS)]
+        self._shards: list[asyncio.Queue[Message]] = [
+            asyncio.Queue(queue_size) for _ in range(SHARDS)
+        ]
 
-    def submit(self, msg: Message) -> None:
-        """Queue a report; reports of one resource go to one worker, so they stay in order."""
+    async def submit(self, msg: Message) -> None:
+        """Queue a report, waiting while its shard is full; reports of one resource go to one
+        worker, so they stay in order."""
         shard = zlib.crc32(msg.route.resource.encode()) % SHARDS
-        self._shards[shard].put_nowait(msg)
+        await self._shards[shard].put(msg)
 
     async def run(self) -> None:
         await self.ready.wait()  # a pod report checked against an empty cache would be lost
