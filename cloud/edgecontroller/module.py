@@ -4,8 +4,8 @@ What it does:
 - downstream: lists and watches Nodes, Pods, ConfigMaps and Secrets of the cluster
   --kubeconfig names, through the official kubernetes client, and sends each edge node what
   belongs on it (downstream.py), as docs/protocol.md says;
-- upstream: applies node registration, node status, leases, pod status and pod-gone reports
-  that cloudhub hands to group "resource" (upstream.py);
+- upstream: applies node registration, node status, leases, pod status, pod-gone reports
+  and Events that cloudhub hands to group "resource" (upstream.py);
 - node liveness: a silent, disconnected edge node becomes Ready=Unknown (liveness.py);
 - pods/log: answers a log request handed to it (an aiohttp handler, through
   `log_streamer_sink`) by asking the node (logs.py). cloudstream plugs itself in there: it

@@ -9,7 +9,11 @@
 - pod status (`{ns}/podstatus/{name}`, pod_status): patch pods/{name}/status when the pod is
   still the one the node reports (same uid) and bound to that node;
 - pod gone (`{ns}/pod/{name}`, delete, pod_status): delete the pod with grace 0 and a uid
-  precondition; a pod already gone is fine.
+  precondition; a pod already gone is fine;
+- event (`{ns}/event/{name}`, insert/update, object): create the Event (insert; one already
+  there is patched) or merge-patch its count, lastTimestamp and message (update; an Event
+  not there is created: its insert collapsed into the update at the edge, or it expired).
+  Only Events about the node itself or a pod bound to it; one about a pod gone is dropped.
 
 A node may only write about itself and its own pods. cloudhub's authorizer
 (cloud/hub/authorizer.py) refuses other reports before they are recorded; the checks here stay
@@ -51,6 +55,7 @@ MERGE = "application/merge-patch+json"
 SHARDS = 4
 SHARD_QUEUE = 1000  # reports waiting per shard; then `submit` waits (backpressure)
 ATTEMPTS = 5
+EVENT_OPERATIONS = frozenset({Operation.INSERT, Operation.UPDATE})
 NODE_STATUS_FIELDS = ("addresses", "capacity", "allocatable", "nodeInfo", "daemonEndpoints")
 
 
@@ -144,6 +149,8 @@ class Upstream:
             await self.pod_status(node, res.namespace, res.name, msg.pod_status)
         elif res.type == ResourceType.POD and op == Operation.DELETE and body == "pod_status":
             await self.pod_gone(node, res.namespace, res.name, msg.pod_status.uid)
+        elif res.type == ResourceType.EVENT and body == "object" and op in EVENT_OPERATIONS:
+            await self.event(node, res.namespace, res.name, op, msg.object.object_json)
         else:
             log.debug("edgecontroller: ignoring %s %s (%s) from %s", op, wire, body, node)
             return "ignored"
@@ -295,6 +302,47 @@ class Upstream:
             log.info("edgecontroller: pod %s/%s removed by node %s", namespace, name, node)
         except (NotFound, Conflict):
             pass  # already gone, or the name now belongs to another pod
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def event(
+        self, node: str, namespace: str, name: str, op: str, object_json: bytes
+    ) -> None:
+        event: Obj = json.loads(object_json or b"{}")
+        if not self._about_own(node, namespace, event.get("involvedObject") or {}):
+            log.debug("edgecontroller: event %s/%s about a pod gone; dropped", namespace, name)
+            return
+        body = {**event, "apiVersion": "v1", "kind": "Event"}
+        body["metadata"] = {"name": name, "namespace": namespace}
+        if op == Operation.INSERT:
+            try:
+                await self.kube.call(self.kube.core.create_namespaced_event, namespace, body)
+                return
+            except Conflict:
+                pass  # there already (a resend): the patch brings it up to date
+        series = {k: event[k] for k in ("count", "lastTimestamp", "message") if k in event}
+        try:
+            await self.kube.call(
+                self.kube.core.patch_namespaced_event,
+                name,
+                namespace,
+                series,
+                _content_type=MERGE,
+            )
+        except NotFound:  # its insert collapsed into this update at the edge, or it expired
+            await self.kube.call(self.kube.core.create_namespaced_event, namespace, body)
+
+    def _about_own(self, node: str, namespace: str, about: Obj) -> bool:
+        """Whether an event is about the node itself or a pod bound to it (Refused if about
+        anything else); False for a pod gone or replaced (a stale event, dropped)."""
+        kind, name = about.get("kind"), str(about.get("name") or "")
+        if kind == "Node":
+            _own(node, name)
+            return True
+        if kind == "Pod" and about.get("namespace") == namespace:
+            uid = str(about.get("uid") or "")
+            return self._own_pod(node, namespace, name, uid) is not None
+        raise Refused(f"node {node} may not write events about {kind} {namespace}/{name}")
 
 
 def _own(node: str, name: str) -> None:

@@ -9,6 +9,8 @@ the hub. A message arriving on node N's stream may
   the message says;
 - report twins and state of a Device bound to N (`{ns}/twin/{name}`, `{ns}/devicestate/{name}`),
   as devicecontroller's cache says (spec.nodeName);
+- write Events (`{ns}/event/{name}`, insert/update) whose involvedObject is N's Node (in
+  namespace default) or a pod bound to N (in the pod's namespace), from source host N;
 - read (query) a configmap or secret only when a pod placed on N references it: what
   edgecontroller sends N anyway;
 - send application data (group `user`), which no controller writes to the API.
@@ -21,7 +23,8 @@ ack, which settles it (no resend); the refusal is counted (kubeedge_cloudhub_den
 kind}) and logged once per node and kind, so a tampered or confused node cannot flood the log.
 
 A report about a pod the cache does not hold, or about an older pod of that name (another
-uid), or about an unknown Device, is stale rather than foreign: it is let through, and the
+uid), or about an unknown Device — an Event about such a pod too — is stale rather than
+foreign: it is let through, and the
 controller drops it without writing (its own checks stay). A rule whose cache is still being
 listed answers WAIT: the message is neither acked nor refused, and the node resends it.
 
@@ -33,6 +36,7 @@ reason, counted or logged here, and reads are not checked.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,6 +118,10 @@ class NodeAuthorizer:
                 frozenset({Operation.DELETE}),
                 self._bound_pod,
             ),
+            (resource, ResourceType.EVENT, "object"): (
+                frozenset({Operation.INSERT, Operation.UPDATE}),
+                self._own_event,
+            ),
             (resource, ResourceType.CONFIGMAP, "query"): (query, self._referenced),
             (resource, ResourceType.SECRET, "query"): (query, self._referenced),
             (twin, ResourceType.TWIN, "twin_update"): (update, self._bound_device),
@@ -188,14 +196,42 @@ class NodeAuthorizer:
 
     def _bound_pod(self, node: str, res: Resource, msg: Message) -> Decision:
         """Pod status and pod gone: about a pod the cache shows bound to the node."""
+        return self._pod_on(node, res, res.namespace, res.name, msg.pod_status.uid)
+
+    def _pod_on(self, node: str, res: Resource, namespace: str, name: str, uid: str) -> Decision:
+        """Whether pod namespace/name (of `uid`, if given) is, as the cache says, bound to
+        the node; a pod the cache does not hold (or of another uid) is stale: ALLOW."""
         if self.pods is None or not self.pods.synced.is_set():
             return Verdict.WAIT
-        pod = self.pods.pod(res.namespace, res.name)
-        uid = msg.pod_status.uid
+        pod = self.pods.pod(namespace, name)
         if pod is None or (uid and uid != (pod.get("metadata") or {}).get("uid")):
             return Verdict.ALLOW  # stale: edgecontroller drops it without writing
         bound = str((pod.get("spec") or {}).get("nodeName") or "")
-        return Verdict.ALLOW if bound == node else _elsewhere("pod", res, bound, node)
+        if bound == node:
+            return Verdict.ALLOW
+        return _elsewhere("pod", Resource(namespace, res.type, name), bound, node)
+
+    def _own_event(self, node: str, res: Resource, msg: Message) -> Decision:
+        """Events: about the node itself (namespace default) or a pod bound to it (in the
+        pod's namespace), from source host N."""
+        try:
+            event = json.loads(msg.object.object_json)
+            about, source = dict(event["involvedObject"]), dict(event.get("source") or {})
+        except (ValueError, KeyError, TypeError):
+            return Denied(res.type, "an event must carry a v1 Event with its involvedObject")
+        kind, name = about.get("kind"), str(about.get("name") or "")
+        namespace = str(about.get("namespace") or "")
+        if source.get("host", node) != node:
+            return Denied(res.type, f"node {node} may not write events of host {source['host']}")
+        if kind == "Node" and name == node and res.namespace == "default":
+            return Verdict.ALLOW
+        if kind == "Pod" and namespace == res.namespace:
+            return self._pod_on(node, res, namespace, name, str(about.get("uid") or ""))
+        return Denied(
+            res.type,
+            f"node {node} may write events only about itself and its pods, not {kind} "
+            f"{namespace}/{name} (in namespace {res.namespace})",
+        )
 
     def _bound_device(self, node: str, res: Resource, msg: Message) -> Decision:
         """Twin and state reports: about a Device bound to the node."""

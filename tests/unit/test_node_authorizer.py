@@ -4,6 +4,7 @@ for the caches, what is refused and how it is counted."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,18 @@ def query(**fields: str) -> Callable[[Message], None]:
     return fill
 
 
+def event(kind: str, name: str, namespace: str = "", uid: str = "", host: str = N) -> Any:
+    about = {"kind": kind, "name": name, "namespace": namespace, "uid": uid}
+
+    def fill(m: Message) -> None:
+        m.object.object_json = json.dumps(
+            {"involvedObject": about, "source": {"host": host}}
+        ).encode()
+        m.object.kind = "Event"
+
+    return fill
+
+
 def upload(m: Message) -> None:
     m.opaque.data = b"x"
 
@@ -158,6 +171,43 @@ ALLOW, WAIT = Verdict.ALLOW, Verdict.WAIT
             id="read-with-selector",
         ),
         pytest.param(msg(R, "query", "ns/pod/theirs", query()), "pod", id="read-pod"),
+        pytest.param(msg(R, "insert", "default/event/e", event("Node", N)), ALLOW, id="ev-node"),
+        pytest.param(
+            msg(R, U, "ns/event/e", event("Pod", "mine", "ns", "u1")), ALLOW, id="ev-own-pod"
+        ),
+        pytest.param(
+            msg(R, "insert", "ns/event/e", event("Pod", "gone", "ns", "u9")), ALLOW, id="ev-stale"
+        ),
+        pytest.param(
+            msg(R, "insert", "default/event/e", event("Node", "edge-b")), "event", id="ev-node-b"
+        ),
+        pytest.param(
+            msg(R, "insert", "ns/event/e", event("Node", N)), "event", id="ev-node-other-ns"
+        ),
+        pytest.param(
+            msg(R, "insert", "ns/event/e", event("Pod", "theirs", "ns", "u2")),
+            "event",
+            id="ev-other-pod",
+        ),
+        pytest.param(
+            msg(R, "insert", "other/event/e", event("Pod", "mine", "ns", "u1")),
+            "event",
+            id="ev-pod-other-ns",
+        ),
+        pytest.param(
+            msg(R, "insert", "ns/event/e", event("Pod", "mine", "ns", "u1", host="edge-b")),
+            "event",
+            id="ev-other-host",
+        ),
+        pytest.param(
+            msg(R, "insert", "ns/event/e", event("Secret", "mine-secret", "ns")),
+            "event",
+            id="ev-other-kind",
+        ),
+        pytest.param(msg(R, "insert", "ns/event/e", node_obj), "event", id="ev-no-object"),
+        pytest.param(
+            msg(R, "delete", "ns/event/e", event("Pod", "mine", "ns", "u1")), "event", id="ev-del"
+        ),
         pytest.param(msg(Group.USER, "upload", "x", upload), ALLOW, id="user-data"),
         pytest.param(msg(Group.SYNC, U, f"null/node/{N}", node_obj), "node", id="group-sync"),
         pytest.param(msg(R, U, "no-resource", node_obj), "other", id="bad-resource"),
