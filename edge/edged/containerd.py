@@ -34,6 +34,7 @@ import signal
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from common.errors import ConfigError, TemporaryError
@@ -467,13 +468,15 @@ async def import_images(
     *,
     ctr_bin: str = "ctr",
     timeout: float = 120.0,
+    on_skip: Callable[[Path, Exception], None] | None = None,
 ) -> list[str]:
     """Import every *.tar image archive (OCI layout or `docker save`) in `images_dir` into
     containerd's k8s.io namespace.
 
     An archive whose image the CRI already has (same config digest under the same name) is
-    skipped; one that cannot be read or imported is skipped with an error in the log. Returns
-    the names of the images available, as the archives name them.
+    skipped; one that cannot be read or imported is skipped with an error in the log, and
+    handed to `on_skip` with the error (edged makes it a Node Event). Returns the names of
+    the images available, as the archives name them.
     """
     socket_path = str(endpoint_socket_path).removeprefix("unix://")
     archives = sorted(await asyncio.to_thread(Path(images_dir).glob, "*.tar"))
@@ -490,6 +493,8 @@ async def import_images(
             except (ConfigError, ContainerdError, CRIError, OSError) as exc:  # one odd file
                 # never stops the node (a name the CRI refuses, ctr missing, ...)
                 log.error("containerd: skipping image archive %s: %s", archive, exc)
+                if on_skip is not None:
+                    on_skip(archive, exc)
                 continue
             names.append(name)
     return names

@@ -5,7 +5,8 @@ containerd it supervises under DATA_DIR/containerd), imports the OCI archives in
 registers the Node, and rebuilds its pods from metamanager's SQLite store, so it works with no
 cloud: running containers are adopted, not recreated. Then it follows what metamanager passes
 on (pods, configmaps, secrets), runs one PodWorker per pod, reports node status every
---node-status-interval, renews the node Lease, reports pod status when it changes, and answers
+--node-status-interval, renews the node Lease, reports pod status when it changes, records
+Kubernetes Events about its pods and the node as the kubelet does (events.py), and answers
 log requests from `kubectl logs`.
 
 Stopping edgecore leaves pods and the private containerd running, as stopping a kubelet does;
@@ -30,6 +31,7 @@ from common.supervisor import together
 from edge.edged import paths, podspec, volumes
 from edge.edged.containerd import ManagedContainerd, import_images
 from edge.edged.cri import CRI, CRIError
+from edge.edged.events import EventRecorder
 from edge.edged.logserver import LogServer
 from edge.edged.node import host_ip, node_object, node_status, parse_taints
 from edge.edged.worker import PodWorker, Timing
@@ -59,6 +61,7 @@ class Edged:
         self.logs = LogServer(
             self.root, self._worker_of, self.send_up, max_streams=settings.max_log_streams
         )
+        self.events = EventRecorder(self.node, self._send_event)
         self.ready = asyncio.Event()
         try:
             self.taints = parse_taints(settings.register_with_taints)
@@ -108,10 +111,16 @@ class Edged:
             Path(self.settings.images_dir) if self.settings.images_dir else self.root / "images"
         )
         if images.is_dir():
-            names = await import_images(endpoint.removeprefix("unix://"), images)
+            names = await import_images(
+                endpoint.removeprefix("unix://"), images, on_skip=self._archive_skipped
+            )
             if names:
                 log.info("edged: images available: %s", ", ".join(names))
         log.info("edged: runtime %s at %s", self.runtime_version, endpoint)
+
+    def _archive_skipped(self, archive: Path, error: Exception) -> None:
+        message = f"image archive {archive.name} skipped: {error}"
+        self.events.node("ImageImportFailed", message, warning=True)
 
     async def _keep_runtime(self, managed: ManagedContainerd) -> None:
         """Start the node's private containerd again when it dies (as systemd would restart a
@@ -264,6 +273,7 @@ class Edged:
             self._pod_gone,
             timing,
             host_ip=self.host_ip,
+            events=self.events,
         )
         self.workers[worker.uid] = worker
         self._tasks[worker.uid] = asyncio.create_task(self._guard(worker), name=f"pod:{worker.key}")
@@ -284,6 +294,14 @@ class Edged:
 
     async def send_up(self, msg: Message) -> None:
         await self.bus.send(Module.EDGEHUB, msg)
+
+    def _send_event(self, msg: Message) -> bool:
+        """Events never wait: one edgehub's queue cannot take now is dropped (best-effort)."""
+        try:
+            self.bus.send_nowait(Module.EDGEHUB, msg)
+        except asyncio.QueueFull:
+            return False
+        return True
 
     def _message(self, op: str, res: str) -> Message:
         return new_message(source=self.name, group=Group.RESOURCE, operation=op, resource=res)

@@ -8,7 +8,8 @@ started, crashed containers restarted per restartPolicy with the kubelet's doubl
 liveness/startup failures killing the container, changed container specs replacing the
 container. It then builds the pod status from what the CRI reports and hands it to `report`
 when it changed. A pod with a deletionTimestamp (or deleted) is stopped gracefully, its
-sandbox removed, and `gone` is called.
+sandbox removed, and `gone` is called. What it does, and every failure, is also a Kubernetes
+Event about the pod or its container, in the kubelet's words (events.py).
 
 On an edgecore restart the worker finds the sandbox and containers it made before by their
 labels (io.kubernetes.pod.uid, io.kubernetes.container.name) and adopts them: nothing running is
@@ -34,6 +35,7 @@ from cri.runtime.v1 import api_pb2 as cri
 from common import certs
 from edge.edged import logs, podspec, probes, volumes
 from edge.edged.cri import CRI, CRIError, CRINotFound
+from edge.edged.events import EventRecorder
 from edge.edged.node import rfc3339
 from edge.private import FILE_MODE, private_tree
 
@@ -113,6 +115,7 @@ class PodWorker:
     gone: Gone
     timing: Timing = field(default_factory=Timing)
     host_ip: str = ""
+    events: EventRecorder | None = None  # Kubernetes Events about the pod (None: none)
     sandbox_id: str = ""
     pod_ip: str = ""
     started_at: str = ""
@@ -120,7 +123,6 @@ class PodWorker:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _containers: dict[str, _Container] = field(default_factory=dict)
     _last_status: dict[str, Any] = field(default_factory=dict)
-    _events: list[str] = field(default_factory=list)
     _last_unexpected: str = ""
     _saved_status: dict[str, Any] | None = None  # status.json, once read
 
@@ -188,11 +190,15 @@ class PodWorker:
         if missing:  # refused with a reason rather than run without what it asked for
             message = "not supported by edged yet: " + ", ".join(missing)
             self._containers_waiting(CONFIG_ERROR, message)
+            self._event("Failed", f"Error: {message}", warning=True)
             raise podspec.SpecError(message)
         try:
             await self._ensure_sandbox()
-        except CRIError as exc:  # in the pod's status, not only in edgecore's log
+        except CRIError as exc:  # in the pod's status and Events, not only in edgecore's log
             self._containers_waiting(SANDBOX_ERROR, f"failed to create pod sandbox: {exc}")
+            self._event(
+                "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}", warning=True
+            )
             raise
         for memo in self._containers.values():
             if memo.waiting_reason == SANDBOX_ERROR:
@@ -251,11 +257,13 @@ class PodWorker:
         """A volume of the pod asks for more than its folder: no container of it starts, and
         each says why, as the kubelet words a bad container config."""
         self._containers_waiting(CONFIG_ERROR, message)
+        self._event("Failed", f"Error: {message}", warning=True)
 
     def _waiting_for_volumes(self, exc: Exception) -> None:
         """A volume that cannot be prepared: containers stay ContainerCreating, saying why."""
         if isinstance(exc, volumes.VolumeError) and not isinstance(exc, volumes.UnsafeVolume):
             self._containers_waiting("ContainerCreating", f"failed to prepare volumes: {exc}")
+            self._event("FailedMount", f"MountVolume.SetUp failed: {exc}", warning=True)
 
     def _unexpected(self, exc: Exception) -> None:
         """An error nothing expected: logged with its traceback once (not every round), and
@@ -265,6 +273,14 @@ class PodWorker:
             self._last_unexpected = message
             log.error("edged: pod %s: unexpected error", self.key, exc_info=exc)
         self._containers_waiting("RunContainerError", f"edged: {message}")
+        self._event("Failed", f"Error: edged: {message}", warning=True)
+
+    def _event(
+        self, reason: str, message: str, container: str = "", *, warning: bool = False
+    ) -> None:
+        """A Kubernetes Event about this pod, or its container `container`."""
+        if self.events is not None:
+            self.events.pod(self.pod, reason, message, container=container, warning=warning)
 
     def _containers_waiting(self, reason: str, message: str) -> None:
         """Every container not yet created waits for `reason` (shown in the pod's status)."""
@@ -280,6 +296,7 @@ class PodWorker:
             log.info(
                 "edged: pod %s: sandbox %s not ready; recreating", self.key, self.sandbox_id[:12]
             )
+            self._event("SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
             await self._remove_sandbox()
         existing = await self.runtime.list_pod_sandbox(
             cri.PodSandboxFilter(label_selector={podspec.POD_UID: self.uid})
@@ -334,6 +351,7 @@ class PodWorker:
             return
         if latest.annotations.get(podspec.CONTAINER_HASH) != podspec.container_hash(spec):
             log.info("edged: pod %s: container %s changed; replacing it", self.key, name)
+            self._event("Killing", f"Container {name} definition changed, will be restarted", name)
             await self._kill(latest.id, self._grace())
             await self._start(spec, memo, paths, attempt=latest.metadata.attempt + 1)
             await self._prune(existing or [], keep=1)
@@ -344,7 +362,12 @@ class PodWorker:
             await self._probe(spec, memo, latest)
             return
         if latest.state == cri.CONTAINER_CREATED:
-            await self.runtime.start_container(latest.id)
+            try:
+                await self.runtime.start_container(latest.id)
+            except CRIError as exc:
+                self._event("Failed", f"Error: {exc}", name, warning=True)
+                raise
+            self._event("Started", f"Started container {name}", name)
             return
         await self._maybe_restart(spec, memo, latest, paths, existing or [])
 
@@ -372,6 +395,9 @@ class PodWorker:
                     f"back-off {memo.backoff:.0f}s restarting failed container={spec['name']} "
                     f"pod={self.pod['metadata']['name']}"
                 )
+            pod = f"{self.name}_{self.namespace}({self.uid})"  # the kubelet's format.Pod
+            message = f"Back-off restarting failed container {spec['name']} in pod {pod}"
+            self._event("BackOff", message, spec["name"], warning=True)
         if now < memo.next_start:
             return
         await self._start(spec, memo, paths, attempt=latest.metadata.attempt + 1)
@@ -396,15 +422,22 @@ class PodWorker:
                 host_ip=self.host_ip,
             )
         except podspec.SpecError as exc:
-            memo.waiting_reason, memo.waiting_message = CONFIG_ERROR, str(exc)
+            self._config_error(memo, name, str(exc))
             raise
         except (ValueError, KeyError, TypeError) as exc:  # a spec edged cannot read
             message = f"container {name}: {type(exc).__name__}: {exc}"
-            memo.waiting_reason, memo.waiting_message = CONFIG_ERROR, message
+            self._config_error(memo, name, message)
             raise podspec.SpecError(message) from exc
-        sandbox_config = self._sandbox_config()
-        container_id = await self.runtime.create_container(self.sandbox_id, config, sandbox_config)
-        await self.runtime.start_container(container_id)
+        try:
+            container_id = await self.runtime.create_container(
+                self.sandbox_id, config, self._sandbox_config()
+            )
+            self._event("Created", f"Created container: {name}", name)
+            await self.runtime.start_container(container_id)
+        except CRIError as exc:
+            self._event("Failed", f"Error: {exc}", name, warning=True)
+            raise
+        self._event("Started", f"Started container {name}", name)
         memo.waiting_reason = ""
         memo.liveness = _prober(spec.get("livenessProbe"))
         memo.readiness = _prober(spec.get("readinessProbe"))
@@ -413,40 +446,55 @@ class PodWorker:
         memo.last_attempt = attempt
         log.info("edged: pod %s: started container %s (attempt %d)", self.key, name, attempt)
 
+    def _config_error(self, memo: _Container, name: str, message: str) -> None:
+        memo.waiting_reason, memo.waiting_message = CONFIG_ERROR, message
+        self._event("Failed", f"Error: {message}", name, warning=True)
+
     async def _ensure_image(self, spec: dict[str, Any], memo: _Container) -> None:
-        image = cri.ImageSpec(image=spec["image"])
+        name, ref = spec["name"], spec["image"]
         policy = spec.get("imagePullPolicy") or (
-            "Always"
-            if spec["image"].endswith(":latest") or ":" not in spec["image"]
-            else "IfNotPresent"
+            "Always" if ref.endswith(":latest") or ":" not in ref else "IfNotPresent"
         )
-        present = await self.runtime.image_status(image)
-        now = time.monotonic()
-        if present is None and now < memo.pull_retry_at:
+        present = await self.runtime.image_status(cri.ImageSpec(image=ref))
+        if present is None and time.monotonic() < memo.pull_retry_at:
             memo.waiting_reason = "ImagePullBackOff"
-            memo.waiting_message = f'Back-off pulling image "{spec["image"]}"'
+            memo.waiting_message = f'Back-off pulling image "{ref}"'
+            self._event("BackOff", memo.waiting_message, name)
             raise podspec.SpecError(memo.waiting_message)
         if policy == "Never" and present is None:
             memo.waiting_reason = "ErrImageNeverPull"
-            raise podspec.SpecError(
-                f"image {spec['image']} is not present and pull policy is Never"
+            memo.waiting_message = (
+                f'Container image "{ref}" is not present with pull policy of Never'
             )
+            self._event("ErrImageNeverPull", memo.waiting_message, name, warning=True)
+            raise podspec.SpecError(memo.waiting_message)
         if policy == "Always" or present is None:
-            try:
-                await self.runtime.pull_image(image)
-            except CRIError as exc:
-                if present is None:
-                    memo.pull_backoff = next_backoff(
-                        memo.pull_backoff, memo.pull_failed_at, now, self.timing
-                    )
-                    memo.pull_failed_at, memo.pull_retry_at = now, now + memo.pull_backoff
-                    memo.waiting_reason, memo.waiting_message = "ErrImagePull", str(exc)
-                    raise
-                log.warning(
-                    "edged: pull of %s failed, using the local copy: %s", spec["image"], exc
+            await self._pull(spec, memo, local_copy=present is not None)
+        else:
+            self._event("Pulled", f'Container image "{ref}" already present on machine', name)
+
+    async def _pull(self, spec: dict[str, Any], memo: _Container, *, local_copy: bool) -> None:
+        """Pull the container's image; a failure backs off (ImagePullBackOff) unless the node
+        has a copy, which is then used."""
+        name, ref = spec["name"], spec["image"]
+        self._event("Pulling", f'Pulling image "{ref}"', name)
+        began = time.monotonic()
+        try:
+            await self.runtime.pull_image(cri.ImageSpec(image=ref))
+        except CRIError as exc:
+            self._event("Failed", f'Failed to pull image "{ref}": {exc}', name, warning=True)
+            if not local_copy:
+                memo.pull_backoff = next_backoff(
+                    memo.pull_backoff, memo.pull_failed_at, began, self.timing
                 )
-                return
-            memo.pull_backoff = 0.0
+                memo.pull_failed_at, memo.pull_retry_at = began, began + memo.pull_backoff
+                memo.waiting_reason, memo.waiting_message = "ErrImagePull", str(exc)
+                raise
+            log.warning("edged: pull of %s failed, using the local copy: %s", ref, exc)
+            return
+        memo.pull_backoff = 0.0
+        took = time.monotonic() - began
+        self._event("Pulled", f'Successfully pulled image "{ref}" in {took:.3f}s', name)
 
     async def _rotate_log(self, name: str, container: cri.Container) -> None:
         log_file = (
@@ -495,24 +543,34 @@ class PodWorker:
 
         if memo.startup is not None and not memo.startup.passed:
             if memo.startup.due():
-                ok = await probes.run_probe(memo.startup.spec, spec, self.pod_ip, exec_fn)
-                memo.startup.record(ok)
+                await self._run_probe(memo.startup, "Startup", spec, exec_fn)
                 if memo.startup.failed:
-                    log.info(
-                        "edged: pod %s: startup probe of %s failed; killing", self.key, spec["name"]
-                    )
-                    await self._kill(container.id, self._grace())
+                    await self._restart_unhealthy(spec, container, "startup")
             return
-        for prober, kind in ((memo.liveness, "liveness"), (memo.readiness, "readiness")):
+        for prober, kind in ((memo.liveness, "Liveness"), (memo.readiness, "Readiness")):
             if prober is None or not prober.due():
                 continue
-            prober.record(await probes.run_probe(prober.spec, spec, self.pod_ip, exec_fn))
-            if kind == "liveness" and prober.failed:
-                log.info(
-                    "edged: pod %s: liveness probe of %s failed; restarting", self.key, spec["name"]
-                )
-                await self._kill(container.id, self._grace())
+            await self._run_probe(prober, kind, spec, exec_fn)
+            if kind == "Liveness" and prober.failed:
+                await self._restart_unhealthy(spec, container, "liveness")
                 memo.liveness = _prober(spec.get("livenessProbe"))
+
+    async def _run_probe(
+        self, prober: probes.Prober, kind: str, spec: dict[str, Any], exec_fn: probes.ExecFn
+    ) -> None:
+        """Run one probe and count its result; a failure is an Unhealthy event."""
+        ok = await probes.run_probe(prober.spec, spec, self.pod_ip, exec_fn)
+        prober.record(ok)
+        if not ok:
+            self._event("Unhealthy", f"{kind} probe failed", spec["name"], warning=True)
+
+    async def _restart_unhealthy(
+        self, spec: dict[str, Any], container: cri.Container, probe: str
+    ) -> None:
+        name = spec["name"]
+        log.info("edged: pod %s: %s probe of %s failed; restarting", self.key, probe, name)
+        self._event("Killing", f"Container {name} failed {probe} probe, will be restarted", name)
+        await self._kill(container.id, self._grace())
 
     async def _kill(self, container_id: str, grace: int) -> None:
         with contextlib.suppress(CRINotFound):  # already gone; other failures are the caller's
@@ -574,9 +632,10 @@ class PodWorker:
         containers = await self.runtime.list_containers(
             cri.ContainerFilter(label_selector={podspec.POD_UID: self.uid})
         )
-        await asyncio.gather(
-            *(self._kill(c.id, grace) for c in containers if c.state == cri.CONTAINER_RUNNING)
-        )
+        running = [c for c in containers if c.state == cri.CONTAINER_RUNNING]
+        for c in running:
+            self._event("Killing", f"Stopping container {c.metadata.name}", c.metadata.name)
+        await asyncio.gather(*(self._kill(c.id, grace) for c in running))
         for c in containers:
             with contextlib.suppress(CRINotFound):  # gone already: what we wanted
                 await self.runtime.remove_container(c.id)

@@ -10,7 +10,8 @@ What it does:
 - renews the node's certificate before it expires and reconnects with the new one;
 - upstream: edge modules send envelopes to edgehub on the bus; replies (acks, answers) go out
   as control messages, everything else waits in the durable SQLite Outbox until the cloud's
-  ack removes it — across reconnects and edgecore restarts;
+  ack removes it — across reconnects and edgecore restarts; Kubernetes Events too, but they
+  are best-effort: one is dropped while the outbox already holds EVENT_BACKLOG messages;
 - downstream: each received envelope is validated (a bad one gets an Error reply), acks and
   error replies settle the outbox, replies complete send_sync waits, and the rest is handed
   to the bus group its route names (metamanager acks objects after committing them).
@@ -37,7 +38,7 @@ from common.envelope import (
 )
 from common.errors import BadMessage, UnknownModule
 from common.link import LinkFeeder
-from common.names import NODE_NAME_METADATA, Group, Module, Operation
+from common.names import NODE_NAME_METADATA, Group, Module, Operation, ResourceType
 from common.outbox import Outbox
 from common.sqlite import Database
 from common.supervisor import together
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 HubCall = grpc.aio.StreamStreamCall[hub_pb2.ConnectRequest, hub_pb2.ConnectResponse]
 CLOUD = "cloud"  # the outbox target: everything upstream goes to the one cloud
+EVENT_BACKLOG = 1000  # no Event is queued while this many messages wait (a long outage)
 
 
 class EdgeHub:
@@ -75,6 +77,7 @@ class EdgeHub:
         self._last_heard = time.monotonic()
         self._heard = False
         self._renewed = asyncio.Event()
+        self._dropping_events = False
 
     async def run(self) -> None:
         # As one: if one loop fails, the others end with it, so a restart by the supervisor
@@ -229,6 +232,8 @@ class EdgeHub:
                 if msg.header.parent_id:  # an ack or answer: control, never stored
                     self._push_reply(msg)
                     continue
+                if self._drop_event(msg):
+                    continue
                 try:
                     self.outbox.check_size(msg)
                 except BadMessage as exc:
@@ -237,6 +242,21 @@ class EdgeHub:
                 durable.append(msg)
             if durable:
                 await self.outbox.put(CLOUD, durable)
+
+    def _drop_event(self, msg: Message) -> bool:
+        """Whether `msg` is a Kubernetes Event the backed-up outbox has no room for: Events
+        are best-effort, and must not crowd out what may not be lost."""
+        parts = msg.route.resource.split("/", 2)
+        if len(parts) != 3 or parts[1] != ResourceType.EVENT:
+            return False
+        backed_up = self.outbox.pending(CLOUD) >= EVENT_BACKLOG
+        if backed_up and not self._dropping_events:
+            log.warning(
+                "edgehub: %d messages wait for the cloud; dropping Events until they go",
+                self.outbox.pending(CLOUD),
+            )
+        self._dropping_events = backed_up
+        return backed_up
 
     def _push_reply(self, msg: Message) -> None:
         """Queue a reply for the cloud. A log stream's frame that cannot go out (no link, or

@@ -277,8 +277,8 @@ async def test_odd_archives_import_and_a_bad_one_is_skipped(
     runtime: Runtime, cri: CRI, tmp_path: Path
 ) -> None:
     """Regression (issue 10): an OCI archive with `./` members, a `docker save` archive, and
-    a truncated archive: the first two import and run by name, the bad one is skipped with a
-    log line — edged starts either way."""
+    a truncated archive: the first two import and run by name, the bad ones are skipped with a
+    log line and handed to `on_skip` (edged's Node Event) — edged starts either way."""
     odd = tmp_path / "odd"
     odd.mkdir()
     source = runtime.images_dir / "busybox.tar"
@@ -286,8 +286,12 @@ async def test_odd_archives_import_and_a_bad_one_is_skipped(
     docker_save_archive(source, odd / "b.tar", "kubeedge-py/docker-save:latest")
     (odd / "c.tar").write_bytes(source.read_bytes()[:5000])  # cut short
     (odd / "d.tar").write_bytes(b"not an archive at all")
-    names = await import_images(runtime.mc.socket_path, odd)
+    skipped: list[str] = []
+    names = await import_images(
+        runtime.mc.socket_path, odd, on_skip=lambda archive, error: skipped.append(archive.name)
+    )
     assert names == ["docker.io/kubeedge-py/dotslash:latest", "kubeedge-py/docker-save:latest"]
+    assert skipped == ["c.tar", "d.tar"]
     for name in ("kubeedge-py/dotslash:latest", "kubeedge-py/docker-save:latest"):
         image = await cri.image_status(name)
         assert image is not None and image.id.startswith("sha256:"), name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from tests.support.cluster import KUBECTL, Cluster
 from tests.support.edgenode import Node, node_ready, start_node
-from tests.support.waiting import eventually, http_get
+from tests.support.waiting import eventually, free_port, http_get
 
 pytestmark = pytest.mark.e2e
 
@@ -147,6 +148,59 @@ async def test_crashing_and_unhealthy_containers_restart(stack: tuple[Cluster, N
         "terminated", {}
     )
     assert last.get("exitCode") == 3
+    reasons = {
+        (e["reason"], e["involvedObject"].get("fieldPath"))
+        for e in await events(cluster, "crasher")
+    }
+    assert ("BackOff", "spec.containers{fail}") in reasons
+    assert {("Unhealthy", "spec.containers{sick}"), ("Killing", "spec.containers{sick}")} <= reasons
+
+
+def pod_on_edge_1(name: str, *containers: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of pod default/NAME with these containers, bound to edge-1."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": "edge-1", "containers": list(containers)},
+    }
+
+
+async def events(cluster: Cluster, involved: str) -> list[dict[str, Any]]:
+    """What `kubectl get events --field-selector involvedObject.name=...` lists."""
+    selector = f"involvedObject.name={involved}"
+    out = await cluster.kubectl("get", "events", "--field-selector", selector, "-o", "json")
+    return list(json.loads(out)["items"])
+
+
+async def test_an_image_that_cannot_be_pulled_is_an_event_on_the_pod(
+    stack: tuple[Cluster, Node],
+) -> None:
+    """Issue 10: a pod whose image cannot be pulled (its registry refuses connections) gets the
+    kubelet's Events about its container — Pulling, then Failed with the runtime's error —
+    from source kubelet on edge-1, and its container waits in ErrImagePull/ImagePullBackOff."""
+    cluster, _ = stack
+    image = f"127.0.0.1:{free_port()}/kubeedge-py/missing:v1"  # nothing listens there
+    app = {"name": "app", "image": image, "imagePullPolicy": "IfNotPresent"}
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(pod_on_edge_1("missing", app)))
+
+    async def failed() -> dict[str, Any] | None:
+        found = [e for e in await events(cluster, "missing") if e["reason"] == "Failed"]
+        return found[0] if found else None
+
+    event = await eventually(failed, 60, "a Failed event about pod missing")
+    assert event["type"] == "Warning" and "Failed to pull image" in event["message"]
+    assert event["involvedObject"]["fieldPath"] == "spec.containers{app}"
+    assert event["source"] == {"component": "kubelet", "host": "edge-1"}
+    reasons = {e["reason"] for e in await events(cluster, "missing")}
+    assert "Pulling" in reasons
+
+    async def waiting() -> bool:
+        statuses = (await pod(cluster, "missing")).get("status", {}).get("containerStatuses")
+        reason = (statuses or [{}])[0].get("state", {}).get("waiting", {}).get("reason")
+        return reason in ("ErrImagePull", "ImagePullBackOff")
+
+    await eventually(waiting, 30, "the container waiting for its image")
 
 
 async def test_delete_removes_containers_then_the_pod(stack: tuple[Cluster, Node]) -> None:
@@ -241,6 +295,42 @@ async def test_a_host_network_pod_runs_with_the_nodes_address(
 
     status = (await eventually(running, 60, "host-network pod Running"))["status"]
     assert status["podIP"] == status["hostIP"] != ""
+
+
+def with_a_bad_archive(images: Path, folder: Path) -> Path:
+    """A copy of the demo images, and `broken.tar`, which is no archive."""
+    folder.mkdir()
+    for archive in images.glob("*.tar"):
+        shutil.copy(archive, folder / archive.name)
+    (folder / "broken.tar").write_bytes(b"not an archive at all")
+    return folder
+
+
+async def test_a_bad_image_archive_is_skipped_with_a_node_event(
+    cloud: tuple[Cluster, str], images: Path, tmp_path: Path
+) -> None:
+    """Issue 10: an image archive that cannot be imported is skipped — the node still comes
+    up Ready — with a Warning ImageImportFailed Event about the Node naming the archive."""
+    cluster, hub = cloud
+    own = await asyncio.to_thread(with_a_bad_archive, images, tmp_path / "images")
+    node = await start_node(
+        "edge-1", tmp_path / "edge", hub, own, *await cluster.join_flags("edge-1")
+    )
+    try:
+        await eventually(lambda: node_ready(cluster), 60, "edge-1 Ready")
+
+        async def skipped() -> dict[str, Any] | None:
+            found = [
+                e for e in await events(cluster, "edge-1") if e["reason"] == "ImageImportFailed"
+            ]
+            return found[0] if found else None
+
+        event = await eventually(skipped, 30, "an ImageImportFailed event about edge-1")
+        assert event["type"] == "Warning" and "broken.tar" in event["message"]
+        assert event["involvedObject"]["kind"] == "Node"
+        assert event["metadata"]["namespace"] == "default"
+    finally:
+        await node.stop_and_reset()
 
 
 async def test_container_logs_are_rotated_by_size_and_count(

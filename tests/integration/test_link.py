@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from common.envelope import Message
 from common.names import Module
+from edge.edged.events import EventRecorder
+from edge.hub import module as edge_hub
 from tests.support.controlplane import TestControlPlane
 from tests.support.modules import object_event, upload
 from tests.support.proxy import FaultProxy
@@ -121,6 +124,29 @@ async def test_upstream_queued_while_cloud_unreachable(
     proxy.unblock()
     await cloud.recorder.wait_for(20, 10)
     assert cloud.recorder.payloads() == {str(i).encode(): 1 for i in range(20)}
+
+
+async def test_events_are_dropped_while_the_outbox_is_backed_up(
+    cloud: CloudStack, edge: EdgeStack, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events are best-effort (issue 10): with the link down and EVENT_BACKLOG messages
+    waiting, an Event is not stored, while every other report still queues."""
+    monkeypatch.setattr(edge_hub, "EVENT_BACKLOG", 5)
+    await asyncio.wait_for(edge.hub.connected.wait(), 10)
+    proxy.block()
+    await eventually(lambda: not edge.hub.connected.is_set(), what="link down")
+    bus = edge.supervisor.bus
+    events = EventRecorder("edge-1", lambda msg: bus.send_nowait(Module.EDGEHUB, msg) is None)
+    assert events.node("Starting", "before the backlog")
+    for i in range(4):
+        await bus.send(Module.EDGEHUB, upload(i))
+    await eventually(lambda: edge.hub.outbox.pending("cloud") == 5, what="backlog")
+    assert events.node("ImageImportFailed", "during the backlog", warning=True)
+    await bus.send(Module.EDGEHUB, upload(4))
+    await eventually(lambda: edge.hub.outbox.pending("cloud") == 6, what="queued")
+    rows = await edge.db.run(lambda c: list(c.execute("SELECT envelope FROM outbox")))
+    kept = [Message.FromString(blob).route.resource for (blob,) in rows]
+    assert sum("/event/" in r for r in kept) == 1, kept  # the one from before the backlog
 
 
 async def test_reconnect_after_cuts_delivers_everything_once(

@@ -19,6 +19,7 @@ from cri.runtime.v1 import api_pb2 as cri
 
 from edge.edged import podspec, volumes
 from edge.edged.cri import CRIPermanentError, CRITemporaryError
+from edge.edged.events import EventRecorder
 from edge.edged.worker import (
     PodWorker,
     Timing,
@@ -237,6 +238,40 @@ async def test_a_failing_pull_backs_off_as_image_pull_back_off(tmp_path: Path) -
         "reason": "ImagePullBackOff",
         "message": 'Back-off pulling image "busybox"',
     }
+
+
+async def events_of(runtime: FlakyRuntime, root: Path, uid: str) -> list[dict[str, Any]]:
+    """The Events a worker records in ~20 rounds over `runtime`."""
+    sent: list[dict[str, Any]] = []
+
+    def link(msg: Any) -> bool:
+        sent.append(json.loads(msg.object.object_json))
+        return True
+
+    worker = worker_for(runtime, root, uid, events=EventRecorder("edge-1", link))
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return sent
+
+
+async def test_runtime_failures_are_events_about_the_pod(tmp_path: Path) -> None:
+    """Issue 10: a sandbox that will not start is a FailedCreatePodSandBox Event about the pod;
+    a failing pull is Pulling, Failed (with the runtime's error) and BackOff about the
+    container; repeats every round are counted in one Event, not sent again."""
+    runtime = FlakyRuntime(failures=0, pod_dir=tmp_path)
+    runtime.list_pod_sandbox = _none  # type: ignore[method-assign]
+    (sandbox,) = await events_of(runtime, tmp_path, "5e5e5e5e-uid")
+    assert (sandbox["reason"], sandbox["type"]) == ("FailedCreatePodSandBox", "Warning")
+    assert "cni: no IP left" in sandbox["message"]
+    assert sandbox["involvedObject"]["uid"] == "5e5e5e5e-uid"
+    pulls = await events_of(PullFails(failures=0, pod_dir=tmp_path), tmp_path, "6f6f6f6f-uid")
+    assert [e["reason"] for e in pulls] == ["Pulling", "Failed", "BackOff"]
+    assert "no such registry" in pulls[1]["message"]
+    assert {e["involvedObject"].get("fieldPath") for e in pulls} == {"spec.containers{app}"}
 
 
 def test_a_condition_keeps_its_transition_time_until_it_changes() -> None:
