@@ -6,6 +6,10 @@ the durable Outbox for this link's target. A frame holds at most `batch_size` en
 stays under `max_frame_bytes`, so one stream message carries many envelopes without ever
 tripping the peer's size limit. At most `max_control` control messages wait at a time: one
 pushed beyond that is refused (push returns False) and its sender decides what that means.
+
+Stream frames (kubectl logs) have a lane of their own between control messages and data, bounded
+by bytes (`max_stream_bytes`): a busy log stream never delays an ack or a keepalive, and one
+that outruns the link is refused (push_frame returns False) instead of filling memory.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class LinkFeeder:
         batch_size: int,
         max_frame_bytes: int,
         max_control: int = 10_000,
+        max_stream_bytes: int = 8 << 20,
     ) -> None:
         self.outbox = outbox
         self.target = target
@@ -40,6 +45,9 @@ class LinkFeeder:
         self.max_frame_bytes = max_frame_bytes
         self.max_control = max_control
         self.dropped = 0  # control messages refused since the queue was last not full
+        self.max_stream_bytes = max_stream_bytes
+        self._frames: deque[Message] = deque()
+        self._frame_bytes = 0
         self._control: deque[Message] = deque()
         self._held: deque[Message] = deque()
 
@@ -60,10 +68,20 @@ class LinkFeeder:
         self.outbox.ready_event(self.target).set()
         return True
 
+    def push_frame(self, msg: Message) -> bool:
+        """Queue a stream frame; False when the stream lane holds its byte budget already."""
+        size = msg.ByteSize()
+        if self._frames and self._frame_bytes + size > self.max_stream_bytes:
+            return False
+        self._frames.append(msg)
+        self._frame_bytes += size
+        self.outbox.ready_event(self.target).set()
+        return True
+
     def _collect(self) -> list[Message]:
         batch: list[Message] = []
         size = 0
-        sources = (self._control, self._held)
+        sources = (self._control, self._frames, self._held)
         for source in sources:
             while source and len(batch) < self.batch_size:
                 msg = source[0]
@@ -71,6 +89,8 @@ class LinkFeeder:
                 if batch and size + msg_size > self.max_frame_bytes:
                     return batch
                 source.popleft()
+                if source is self._frames:
+                    self._frame_bytes -= msg_size - _PER_ENVELOPE_OVERHEAD
                 batch.append(msg)
                 size += msg_size
         if len(batch) < self.batch_size:
@@ -90,7 +110,7 @@ class LinkFeeder:
             batch = self._collect()
             if batch:
                 return batch
-            if self._held or self._control:
+            if self._held or self._control or self._frames:
                 continue
             timeout = self.outbox.next_resend_in(self.target)
             with contextlib.suppress(TimeoutError):

@@ -32,7 +32,13 @@ from common.names import Group, Module, Operation, ResourceType
 
 log = logging.getLogger(__name__)
 
-REASONS = {400: "BadRequest", 404: "NotFound", 503: "ServiceUnavailable", 504: "Timeout"}
+REASONS = {
+    400: "BadRequest",
+    404: "NotFound",
+    429: "TooManyRequests",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 CLIENT_CHECK = 1.0  # seconds between checks that a --follow client is still there
 MAX_PENDING = 256  # frames (64 KiB at most each) waiting for a slow client, per stream
 
@@ -79,6 +85,7 @@ class LogStreams:
             except asyncio.QueueFull:
                 log.warning("edgecontroller: log stream %s: client reads too slowly", stream_id)
                 stream.overflowed = True
+                stream.why = "the client reads too slowly"
         return True
 
     async def serve(self, request: web.Request, pod: Obj) -> web.StreamResponse:
@@ -107,6 +114,7 @@ class LogStreams:
             try:
                 first = await asyncio.wait_for(stream.queue.get(), self.timeout)
             except TimeoutError:
+                stream.why = "the node did not answer in time"
                 return status_response(
                     504, f"node {node} did not answer the log request within {self.timeout}s"
                 )
@@ -163,7 +171,7 @@ class LogStreams:
             source=Module.EDGECONTROLLER,
             resource=stream.resource,
             stream_id=stream.query.header.id,
-            reason="the client went away",
+            reason=stream.why,
         )
         await self.bus.send(Module.CLOUDHUB, cancel)
 
@@ -177,6 +185,7 @@ class _Stream:
         self.queue: asyncio.Queue[Message] = asyncio.Queue(MAX_PENDING)
         self.overflowed = False  # a frame was refused: the stream ends after what is queued
         self.ended = False  # its last frame or an error arrived: the node is done with it
+        self.why = "the client went away"  # the reason a cancel gives, if one is sent
 
 
 async def _write(response: web.StreamResponse, data: bytes) -> bool:

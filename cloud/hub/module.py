@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +74,6 @@ SERVICE_NAME = hub_pb2.DESCRIPTOR.services_by_name["HubService"].full_name
 CERTIFICATES = certificates_pb2.DESCRIPTOR.services_by_name
 RENEW_SERVICE = CERTIFICATES["CertificateService"].full_name
 BOOTSTRAP_SERVICE = CERTIFICATES["BootstrapService"].full_name
-MAX_CANCELLED = 1024  # stream ids remembered as cancelled, so a node is told once per stream
 BOOTSTRAP_CONCURRENCY = 16  # joins in progress at once; each costs a few API calls
 
 
@@ -107,8 +105,8 @@ class CloudHub:
         self.inbox = Inbox(self.db, settings.dedup_retention)
         self.authorizer = NodeAuthorizer(enabled=settings.node_authorization, metrics=metrics)
         self.sessions: dict[str, NodeSession] = {}
-        self.streams: dict[str, tuple[str, str]] = {}  # query id -> (node, module that asked)
-        self._cancelled: OrderedDict[str, None] = OrderedDict()  # streams told to stop, newest last
+        # query id -> (node, module that asked, the node's session it went out on)
+        self.streams: dict[str, tuple[str, str, NodeSession | None]] = {}
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.bootstrap_server: grpc.aio.Server | None = None
@@ -255,7 +253,7 @@ class CloudHub:
 
     def _open_stream(self, node: str, query: Message) -> None:
         session = self.sessions.get(node)
-        self.streams[query.header.id] = (node, query.route.source)
+        self.streams[query.header.id] = (node, query.route.source, session)
         if session is None:
             self._end_stream(query.header.id, f"node {node} is not connected")
         elif not session.feeder.push(query):
@@ -269,18 +267,13 @@ class CloudHub:
             return  # ended already (last frame, error, or the node disconnected)
         session = self.sessions.get(node)
         if session is not None and session.feeder.push(cancel):
-            self._remember_cancelled(stream_id)
-
-    def _remember_cancelled(self, stream_id: str) -> None:
-        self._cancelled[stream_id] = None
-        while len(self._cancelled) > MAX_CANCELLED:
-            self._cancelled.popitem(last=False)
+            session.cancelled(stream_id)
 
     def _stray_frame(self, node: str, session: NodeSession, frame: Message) -> None:
-        """A frame of a stream that is no longer open here (its client left, or cloudcore
-        restarted): tell the node once to stop producing it."""
+        """A frame of a stream that is no longer open here (its client left, its session was
+        replaced, or cloudcore restarted): tell the node once per session to stop it."""
         stream_id = frame.stream_frame.stream_id
-        if frame.stream_frame.end or stream_id in self._cancelled:
+        if frame.stream_frame.end or session.was_cancelled(stream_id):
             return
         cancel = make_stream_cancel(
             source=self.name,
@@ -290,11 +283,11 @@ class CloudHub:
         )
         if not session.feeder.push(cancel):
             return
-        self._remember_cancelled(stream_id)
+        session.cancelled(stream_id)
         log.info("cloudhub: told node %s to stop log stream %s", node, stream_id)
 
     async def _relay_stream(self, node: str, msg: Message, stream_id: str) -> None:
-        owner_node, module = self.streams[stream_id]
+        owner_node, module, _ = self.streams[stream_id]
         if owner_node != node:
             log.warning(
                 "cloudhub: node %s answered stream %s of node %s", node, stream_id, owner_node
@@ -312,7 +305,7 @@ class CloudHub:
 
     def _end_stream(self, stream_id: str, reason: str) -> None:
         """Tell the module waiting on a stream that it ended without its last frame."""
-        node, module = self.streams.pop(stream_id)
+        node, module, _ = self.streams.pop(stream_id)
         err = new_message(
             source=self.name,
             group=Group.RESOURCE,
@@ -489,9 +482,10 @@ class CloudHub:
     def close_session(self, session: NodeSession) -> None:
         if self.sessions.get(session.node) is session:
             del self.sessions[session.node]
-        if session.node not in self.sessions:  # not replaced: its open streams are over
-            for stream_id in [s for s, (n, _) in self.streams.items() if n == session.node]:
-                self._end_stream(stream_id, f"node {session.node} disconnected")
+        # Its open streams are over, even when a newer stream replaced it: what the node had
+        # queued for them may be lost, and their frames on the new stream count as strays.
+        for stream_id in [s for s, (_, _, on) in self.streams.items() if on is session]:
+            self._end_stream(stream_id, f"the stream of node {session.node} ended")
         log.info("cloudhub: node %s disconnected: %s", session.node, session.end_reason)
 
     def connected_nodes(self) -> list[str]:

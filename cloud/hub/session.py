@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from common.link import LinkFeeder
 
 log = logging.getLogger(__name__)
 
+MAX_CANCELLED = 1024  # stream ids remembered per session, so a node is told once per stream
 FrameHandler = Callable[["NodeSession", list[Message]], Awaitable[None]]
 
 
@@ -51,6 +53,16 @@ class NodeSession:
         self.frames_in = 0
         self.frames_out = 0
         self.messages_out = 0
+        self._cancelled: OrderedDict[str, None] = OrderedDict()  # streams told to stop
+
+    def cancelled(self, stream_id: str) -> None:
+        """Remember that the node was told to stop `stream_id` (the newest MAX_CANCELLED)."""
+        self._cancelled[stream_id] = None
+        while len(self._cancelled) > MAX_CANCELLED:
+            self._cancelled.popitem(last=False)
+
+    def was_cancelled(self, stream_id: str) -> bool:
+        return stream_id in self._cancelled
 
     def end(self, reason: str) -> None:
         if not self.ended.is_set():

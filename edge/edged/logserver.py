@@ -1,12 +1,16 @@
 """`kubectl logs` at the edge: each log query is a stream of StreamFrames, served by one task.
 
-A stream ends in one of four ways, and each one releases its task:
+A stream ends in one of four ways, and each one releases its task and tells the cloud:
 - its last frame (end=true): the whole log was sent, or, with follow, the container stopped
   (it exited, was replaced by a restart, or its pod was deleted);
 - a StreamCancel for it: the cloud's client went away, or edgehub could not send its frames
-  (no link, or the link's queue full) — nothing more is produced for it;
-- an error reply: the pod or container is not here (404), or too many streams are open (429);
+  (no link, or the stream lane full) — nothing more is produced for it, and an error reply
+  (503, with the reason) goes to the cloud, where a client may still be waiting;
+- an error reply: the pod or container is not here (404), too many streams are open (429),
+  or serving it failed (500);
 - edged stopping.
+The first frame goes out at once, even empty, so a client of a silent container is not left
+waiting for the node's answer.
 At most `max_streams` streams are open at once, so clients that never read cannot pile up
 tasks on a small node.
 """
@@ -51,13 +55,22 @@ class LogServer:
         self.streams[stream_id] = task
         task.add_done_callback(lambda t: self._done(stream_id, t))
 
-    def cancel(self, stream_id: str, reason: str) -> None:
+    async def cancel(self, cancel: Message) -> None:
+        """Stop producing a stream, and tell the cloud it ended (its client may be waiting)."""
+        stream_id, reason = cancel.stream_cancel.stream_id, cancel.stream_cancel.reason
         task = self.streams.get(stream_id)
         if task is None:
             log.debug("edged: cancel of log stream %s, which is not open", stream_id)
             return
         log.info("edged: log stream %s cancelled: %s", stream_id, reason or "no reason given")
         task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        err = make_error(
+            cancel, source=Module.EDGED, code=503, reason=f"log stream ended: {reason}"
+        )
+        err.route.group = Group.RESOURCE
+        err.header.parent_id = stream_id  # the answer to the query that opened the stream
+        await self.send_up(err)
 
     async def close(self) -> None:
         tasks = list(self.streams.values())
@@ -76,6 +89,14 @@ class LogServer:
         await self.send_up(err)
 
     async def _serve(self, query: Message) -> None:
+        """Serve one stream; a failure is answered (500), not left for the client to wait on."""
+        try:
+            await self._stream(query)
+        except Exception as exc:
+            log.exception("edged: log stream %s failed", query.header.id)
+            await self._refuse(query, 500, f"serving the log failed: {type(exc).__name__}: {exc}")
+
+    async def _stream(self, query: Message) -> None:
         q = query.log_query
         worker = self.find(q.namespace, q.pod)
         try:
@@ -92,7 +113,10 @@ class LogServer:
         )
         await sender.send("".join(lines).encode())
         if q.follow and worker is not None:
-            offset = path.stat().st_size if path.exists() else 0
+            try:
+                offset = path.stat().st_size
+            except FileNotFoundError:  # removed since it was read: from the next file's start
+                offset = 0
             writing = lambda: self._still_writing(worker, q.container, path)  # noqa: E731
             async for chunk in logs.follow(
                 path, offset, writing, timestamps=q.timestamps, poll=self.poll
@@ -140,8 +164,8 @@ class _FrameSender:
     async def send(self, data: bytes, *, end: bool = False) -> None:
         chunks = [data[i : i + FRAME_BYTES] for i in range(0, len(data), FRAME_BYTES)] or [b""]
         for i, chunk in enumerate(chunks):
-            if not chunk and not end:
-                continue
+            if not chunk and not end and self.sequence > 0:
+                continue  # the first frame goes out even empty: the client knows we answered
             msg = new_message(
                 source=Module.EDGED,
                 group=Group.RESOURCE,

@@ -158,13 +158,24 @@ class Edged:
                 except CRIError as exc:  # the next edgecore start tries again
                     log.error("edged: orphaned sandbox %s stays: %s", sandbox.id[:12], exc)
                     continue
-                try:  # its folder: volumes (Secrets), logs, saved status
-                    volumes.remove(self.root, sandbox.labels.get(podspec.POD_UID, ""))
-                except volumes.VolumeError as exc:
-                    log.error(
-                        "edged: folder of orphaned sandbox %s stays: %s", sandbox.id[:12], exc
-                    )
+                self._remove_folder(sandbox.labels.get(podspec.POD_UID, ""))
+        self._sweep_folders(known)
         log.info("edged: %d pod(s) restored from the local store", len(self.workers))
+
+    def _sweep_folders(self, known: set[str]) -> None:
+        """Pod folders of no pod this node runs (edgecore died after removing a pod's sandbox,
+        before its folder: its Secrets, logs, a Memory emptyDir's tmpfs)."""
+        pods = self.root / "pods"
+        for folder in sorted(pods.iterdir()) if pods.is_dir() else []:
+            if folder.name not in known and not folder.is_symlink():
+                log.info("edged: removing the folder of gone pod %s", folder.name)
+                self._remove_folder(folder.name)
+
+    def _remove_folder(self, uid: str) -> None:
+        try:  # volumes (Secrets), logs, saved status
+            volumes.remove(self.root, uid)
+        except volumes.VolumeError as exc:  # the next start tries again
+            log.error("edged: the folder of pod %s stays: %s", uid, exc)
 
     async def _query(self, kind: str) -> list[dict[str, Any]]:
         msg = new_message(source=self.name, group=Group.META, operation=Operation.QUERY)
@@ -188,7 +199,7 @@ class Edged:
             await self.logs.open(msg)
             return
         if body == "stream_cancel":
-            self.logs.cancel(msg.stream_cancel.stream_id, msg.stream_cancel.reason)
+            await self.logs.cancel(msg)
             return
         if body != "object":
             return

@@ -88,7 +88,8 @@ async def run_probe(
     try:
         async with asyncio.timeout(timeout + GRACE):
             return await _probe(spec, container, pod_ip, exec_fn, timeout)
-    except (OSError, TimeoutError, ValueError, grpc.RpcError):  # ssl.SSLError is an OSError
+    # ssl.SSLError is an OSError; KeyError/TypeError: a probe missing a field it needs
+    except (OSError, TimeoutError, ValueError, KeyError, TypeError, grpc.RpcError):
         return False
 
 

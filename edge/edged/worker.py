@@ -143,12 +143,14 @@ class PodWorker:
         return f"{self.namespace}/{self.name}"
 
     def container_running(self, name: str) -> bool:
-        """Whether the last status reported container `name` (or init container) running."""
+        """Whether container `name` (or init container) may be running: the last status says
+        so, or says nothing of it yet (just started, or edgecore just restarted)."""
         status = self._last_status
         known = (status.get("containerStatuses") or []) + (
             status.get("initContainerStatuses") or []
         )
-        return any(c.get("name") == name and "running" in (c.get("state") or {}) for c in known)
+        states = [c.get("state") or {} for c in known if c.get("name") == name]
+        return not states or "running" in states[0]
 
     def update(self, pod: dict[str, Any] | None) -> None:
         """A new version of the pod (None: the pod was deleted from the API)."""
@@ -283,8 +285,10 @@ class PodWorker:
             self.events.pod(self.pod, reason, message, container=container, warning=warning)
 
     def _containers_waiting(self, reason: str, message: str) -> None:
-        """Every container not yet created waits for `reason` (shown in the pod's status)."""
-        for container in self.pod.get("spec", {}).get("containers") or []:
+        """Every container not yet created waits for `reason` (shown in the pod's status), init
+        containers too: kubectl shows the reason rather than a bare Init:0/N."""
+        spec = self.pod.get("spec", {})
+        for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
             memo = self._containers.setdefault(container["name"], _Container())
             memo.waiting_reason, memo.waiting_message = reason, message
 

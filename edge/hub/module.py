@@ -260,13 +260,14 @@ class EdgeHub:
 
     def _push_reply(self, msg: Message) -> None:
         """Queue a reply for the cloud. A log stream's frame that cannot go out (no link, or
-        the link's queue full) ends its stream: edged is told to stop producing it, rather
-        than frames piling up for a client the cloud has already told the stream ended."""
-        is_frame = msg.WhichOneof("body") == "stream_frame"
-        if is_frame and not self.connected.is_set():
+        the stream lane full) ends its stream: edged is told to stop producing it (and says
+        so to the cloud), rather than frames piling up in memory."""
+        if msg.WhichOneof("body") != "stream_frame":
+            self.feeder.push(msg)  # refused when full: the feeder says so; acks are resent
+        elif not self.connected.is_set():
             self._cancel_stream(msg, "the link to the cloud is down")
-        elif not self.feeder.push(msg) and is_frame:
-            self._cancel_stream(msg, "the link to the cloud is congested")
+        elif not self.feeder.push_frame(msg):
+            self._cancel_stream(msg, "the log outruns the link to the cloud")
 
     def _cancel_stream(self, frame: Message, reason: str) -> None:
         cancel = make_stream_cancel(

@@ -596,6 +596,31 @@ async def test_a_follow_client_that_leaves_stops_the_stream_at_the_node(
         await fake.stop()
 
 
+async def test_a_stream_ends_when_its_hub_stream_does_even_if_the_node_is_back_at_once(
+    cloud: CloudStack, edge: EdgeStack, k8s: K8s, pods_log: str
+) -> None:
+    """The node's hub stream ends (here: cut by cloudhub) and the node reconnects at once: the
+    log stream that went out on the old one ends for its client rather than hanging, and the
+    node, still producing it on the new one, is told to stop."""
+    fake = FakeEdgedLogs(edge, {("default", "web"): ["one"]}).start()
+    try:
+        await make_pod_with_configmap(k8s)
+        await cached_pod(cloud, "web")
+        await asyncio.wait_for(edge.hub.connected.wait(), 10)
+        url = f"{pods_log}/api/v1/namespaces/default/pods/web/log"
+        async with aiohttp.ClientSession() as session:
+            resp = await session.get(url, params={"follow": "true"})
+            assert await resp.content.readline() == b"one\n"
+            module(cloud, Module.CLOUDHUB).sessions[NODE].end("cut for the test")
+            rest = await asyncio.wait_for(resp.content.read(), 15)  # the stream ends
+            assert b"one" not in rest
+            resp.close()
+        await eventually(lambda: fake.cancels, what="a StreamCancel on the new hub stream")
+        await eventually(lambda: not fake.following, what="the node's follow task ended")
+    finally:
+        await fake.stop()
+
+
 async def test_frames_of_a_stream_nobody_reads_get_one_cancel(
     cloud: CloudStack, edge: EdgeStack, k8s: K8s
 ) -> None:

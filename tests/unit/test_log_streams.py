@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from common.bus import Bus
-from common.envelope import Message, new_message
+from common.envelope import Message, make_stream_cancel, new_message
 from common.link import LinkFeeder
 from common.names import Group, Module, Operation
 from common.outbox import Outbox
@@ -117,13 +117,66 @@ async def test_a_cancelled_stream_stops_at_once(tmp_path: Path) -> None:
     opened = query(follow=True)
     await node.server.open(opened)
     await eventually(lambda: node.text() == "first\n", what="the log so far")
-    node.server.cancel(opened.header.id, "the client went away")
-    await eventually(lambda: not node.server.streams, what="the stream's task gone")
+    cancel = make_stream_cancel(
+        source=Module.EDGEHUB,
+        resource=opened.route.resource,
+        stream_id=opened.header.id,
+        reason="the link to the cloud is down",
+    )
+    await node.server.cancel(cancel)
+    assert not node.server.streams
+    (err,) = [m for m in node.sent if m.WhichOneof("body") == "error"]
+    assert err.header.parent_id == opened.header.id and err.error.code == 503
+    assert "the link to the cloud is down" in err.error.message  # a waiting client learns why
     count = len(node.sent)
     with node.log.open("a") as f:
         f.write(LINE.format("nobody reads this"))
     await asyncio.sleep(0.1)
     assert len(node.sent) == count and not node.ended()
+
+
+async def test_a_silent_container_still_gets_a_first_frame_at_once(tmp_path: Path) -> None:
+    """A follow of an empty log answers with an empty first frame, so the cloud does not time
+    out waiting for the node's answer (it used to, after --log-timeout)."""
+    node = Node(tmp_path)
+    node.log.write_text("")
+    opened = query(follow=True)
+    await node.server.open(opened)
+    await eventually(lambda: node.sent, what="a first frame")
+    first = node.sent[0]
+    assert first.stream_frame.stream_id == opened.header.id and first.stream_frame.data == b""
+    assert not first.stream_frame.end
+    await node.server.close()
+
+
+async def test_a_stream_that_fails_is_answered_not_left_hanging(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    node.log.unlink()  # a folder where the log should be: reading it fails
+    node.log.mkdir()
+    await node.server.open(query(follow=False))
+    await eventually(lambda: not node.server.streams, what="the stream over")
+    (err,) = [m for m in node.sent if m.WhichOneof("body") == "error"]
+    assert err.error.code == 500 and "serving the log failed" in err.error.message
+
+
+def test_the_stream_lane_is_bounded_by_bytes_and_yields_to_control(tmp_path: Path) -> None:
+    db = Database(tmp_path / "o.db", "SELECT 1")
+    try:
+        outbox = Outbox(db, resend_interval=1, max_inflight=10, max_envelope_bytes=1 << 20)
+        feeder = LinkFeeder(
+            outbox, "cloud", batch_size=10, max_frame_bytes=1 << 20, max_stream_bytes=3000
+        )
+        frame = query(follow=True)
+        frame.ClearField("log_query")
+        frame.stream_frame.data = b"x" * 1000
+        assert [feeder.push_frame(frame) for _ in range(4)] == [True, True, False, False]
+        ack = new_message(source="x", group="g", operation="ack")
+        assert feeder.push(ack)
+        batch = feeder._collect()
+        assert batch[0] is ack and len(batch) == 3  # control first, then the frames
+        assert feeder.push_frame(frame)  # the lane drained: room again
+    finally:
+        db.close()
 
 
 async def test_streams_are_bounded_and_errors_are_answered(tmp_path: Path) -> None:

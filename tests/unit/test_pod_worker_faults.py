@@ -139,6 +139,27 @@ async def test_a_sandbox_that_will_not_start_shows_in_the_pod_status(tmp_path: P
     assert "cni: no IP left" in waiting["message"]
 
 
+async def test_a_sandbox_failure_shows_on_init_containers_too(tmp_path: Path) -> None:
+    """kubectl shows a pod with init containers by their state: they wait with the sandbox's
+    reason too, not a bare PodInitializing (Init:0/1 with no why)."""
+    runtime = FlakyRuntime(failures=0, pod_dir=tmp_path)
+    runtime.list_pod_sandbox = _none  # type: ignore[method-assign]
+    worker = worker_for(runtime, tmp_path, "1b1b1b1b-uid")
+    worker.pod["spec"]["initContainers"] = [{"name": "setup", "image": "busybox"}]
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(100):
+            if "report" in runtime.calls:
+                break
+            await asyncio.sleep(0.01)
+        status = await worker.status()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    (init,) = status["initContainerStatuses"]
+    assert init["state"]["waiting"]["reason"] == "CreatePodSandboxError"
+
+
 async def _none(_filter: Any) -> list[Any]:
     return []
 
