@@ -572,6 +572,20 @@ async def test_logs_of_a_disconnected_node_is_503(
     assert code == 503 and f"node {NODE} is not connected" in message
 
 
+async def ready_to_follow(cloud: CloudStack, edge: EdgeStack, k8s: K8s) -> None:
+    await make_pod_with_configmap(k8s)
+    await cached_pod(cloud, "web")
+    await asyncio.wait_for(edge.hub.connected.wait(), 10)
+
+
+async def follow_web(session: aiohttp.ClientSession, base: str) -> aiohttp.ClientResponse:
+    """GET pods/web/log?follow=true, past its first line (closed with the session)."""
+    url = f"{base}/api/v1/namespaces/default/pods/web/log"
+    resp = await session.get(url, params={"follow": "true"})
+    assert await resp.content.readline() == b"one\n"
+    return resp
+
+
 async def test_a_follow_client_that_leaves_stops_the_stream_at_the_node(
     cloud: CloudStack, edge: EdgeStack, k8s: K8s, pods_log: str
 ) -> None:
@@ -579,13 +593,9 @@ async def test_a_follow_client_that_leaves_stops_the_stream_at_the_node(
     client went away. Now the node gets a StreamCancel for the stream and stops it."""
     fake = FakeEdgedLogs(edge, {("default", "web"): ["one"]}).start()
     try:
-        await make_pod_with_configmap(k8s)
-        await cached_pod(cloud, "web")
-        await asyncio.wait_for(edge.hub.connected.wait(), 10)
-        url = f"{pods_log}/api/v1/namespaces/default/pods/web/log"
+        await ready_to_follow(cloud, edge, k8s)
         async with aiohttp.ClientSession() as session:
-            resp = await session.get(url, params={"follow": "true"})
-            assert await resp.content.readline() == b"one\n"
+            resp = await follow_web(session, pods_log)
             assert (await resp.content.readline()).startswith(b"tick")  # still following
             resp.close()  # the client goes away
         await eventually(lambda: fake.cancels, what="a StreamCancel at the node")
@@ -604,17 +614,12 @@ async def test_a_stream_ends_when_its_hub_stream_does_even_if_the_node_is_back_a
     node, still producing it on the new one, is told to stop."""
     fake = FakeEdgedLogs(edge, {("default", "web"): ["one"]}).start()
     try:
-        await make_pod_with_configmap(k8s)
-        await cached_pod(cloud, "web")
-        await asyncio.wait_for(edge.hub.connected.wait(), 10)
-        url = f"{pods_log}/api/v1/namespaces/default/pods/web/log"
+        await ready_to_follow(cloud, edge, k8s)
         async with aiohttp.ClientSession() as session:
-            resp = await session.get(url, params={"follow": "true"})
-            assert await resp.content.readline() == b"one\n"
+            resp = await follow_web(session, pods_log)
             module(cloud, Module.CLOUDHUB).sessions[NODE].end("cut for the test")
             rest = await asyncio.wait_for(resp.content.read(), 15)  # the stream ends
             assert b"one" not in rest
-            resp.close()
         await eventually(lambda: fake.cancels, what="a StreamCancel on the new hub stream")
         await eventually(lambda: not fake.following, what="the node's follow task ended")
     finally:

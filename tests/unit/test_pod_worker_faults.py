@@ -120,19 +120,7 @@ async def test_a_sandbox_that_will_not_stop_is_retried_before_anything_is_releas
 async def test_a_sandbox_that_will_not_start_shows_in_the_pod_status(tmp_path: Path) -> None:
     """Regression (issue 10): a RunPodSandbox failure left the pod ContainerCreating with no
     reason; its containers now wait with CreatePodSandboxError and the runtime's message."""
-    runtime = FlakyRuntime(failures=0, pod_dir=tmp_path)
-    runtime.list_pod_sandbox = _none  # type: ignore[method-assign]
-    worker = worker_for(runtime, tmp_path, "1a1a1a1a-uid")
-    task = asyncio.create_task(worker.run())
-    try:
-        for _ in range(100):
-            if "report" in runtime.calls:
-                break
-            await asyncio.sleep(0.01)
-        status = await worker.status()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    status = await status_with_no_sandbox(tmp_path, "1a1a1a1a-uid", init=False)
     (container,) = status["containerStatuses"]
     waiting = container["state"]["waiting"]
     assert waiting["reason"] == "CreatePodSandboxError"
@@ -142,22 +130,28 @@ async def test_a_sandbox_that_will_not_start_shows_in_the_pod_status(tmp_path: P
 async def test_a_sandbox_failure_shows_on_init_containers_too(tmp_path: Path) -> None:
     """kubectl shows a pod with init containers by their state: they wait with the sandbox's
     reason too, not a bare PodInitializing (Init:0/1 with no why)."""
+    status = await status_with_no_sandbox(tmp_path, "1b1b1b1b-uid", init=True)
+    (init,) = status["initContainerStatuses"]
+    assert init["state"]["waiting"]["reason"] == "CreatePodSandboxError"
+
+
+async def status_with_no_sandbox(tmp_path: Path, uid: str, *, init: bool) -> dict[str, Any]:
+    """The status a worker reports when RunPodSandbox keeps failing."""
     runtime = FlakyRuntime(failures=0, pod_dir=tmp_path)
     runtime.list_pod_sandbox = _none  # type: ignore[method-assign]
-    worker = worker_for(runtime, tmp_path, "1b1b1b1b-uid")
-    worker.pod["spec"]["initContainers"] = [{"name": "setup", "image": "busybox"}]
+    worker = worker_for(runtime, tmp_path, uid)
+    if init:
+        worker.pod["spec"]["initContainers"] = [{"name": "setup", "image": "busybox"}]
     task = asyncio.create_task(worker.run())
     try:
         for _ in range(100):
             if "report" in runtime.calls:
                 break
             await asyncio.sleep(0.01)
-        status = await worker.status()
+        return await worker.status()
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    (init,) = status["initContainerStatuses"]
-    assert init["state"]["waiting"]["reason"] == "CreatePodSandboxError"
 
 
 async def _none(_filter: Any) -> list[Any]:
