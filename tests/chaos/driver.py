@@ -175,17 +175,21 @@ class Chaos:
     async def settle(self, trial: int, before: invariants.Containers) -> list[str]:
         """Wait until every invariant holds (at most SETTLE seconds); what still fails."""
         started = time.monotonic()
+        crashed: list[str] = []  # a component that died on its own stays a violation
         problems: list[str] = []
         while time.monotonic() - started < SETTLE:
-            problems = await self._exited() + await self._not_ready()
+            crashed += await self._exited()
+            try:
+                problems = await self._not_ready()
+                if not problems:
+                    problems = await invariants.check(self.world, self.work, before, self.snap)
+            except Exception as exc:  # a part not back yet (containerd, the API): look again
+                problems = [f"check failed: {type(exc).__name__}: {exc}"]
             if not problems:
-                problems = await invariants.check(self.world, self.work, before, self.snap)
-            if not problems:
-                self.report.settle_seconds.append(time.monotonic() - started)
-                return []
+                break
             await asyncio.sleep(1.0)
         self.report.settle_seconds.append(time.monotonic() - started)
-        return problems
+        return crashed + problems
 
     async def _exited(self) -> list[str]:
         """A component that died on its own is a violation; it is restarted to go on."""

@@ -182,36 +182,44 @@ class Workload:
 
 
 async def _mqtt_request(port: int, device_id: str, value: int) -> bool:
-    """Publish a twin update and wait for its result; True when it was accepted."""
+    """Publish a twin update and wait for its result, as a mapper does; True when accepted."""
     topic = f"$hw/events/device/{device_id}/twin/update"
     event_id = f"chaos-{value}"
-    sub = await asyncio.create_subprocess_exec(
-        "mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", f"{topic}/result",
-        "-C", "1", "-W", "5",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    twin = {"value": {"actual": {"value": str(value)}}}
+    procs: list[asyncio.subprocess.Process] = []
     try:
-        await asyncio.sleep(0.3)  # subscribed before the request goes out
-        payload = json.dumps(
-            {"event_id": event_id, "twin": {"value": {"actual": {"value": str(value)}}}}
+        sub = await _mosquitto(
+            procs, "mosquitto_sub", port, "-t", f"{topic}/result", "-C", "1", "-W", "5"
         )
-        pub = await asyncio.create_subprocess_exec(
-            "mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", topic,
-            "-m", payload,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        await asyncio.sleep(0.3)  # subscribed before the request goes out
+        payload = json.dumps({"event_id": event_id, "twin": twin})
+        pub = await _mosquitto(procs, "mosquitto_pub", port, "-q", "1", "-t", topic, "-m", payload)
         if await asyncio.wait_for(pub.wait(), 10) != 0:
             return False
         out, _ = await asyncio.wait_for(sub.communicate(), 10)
+    except TimeoutError:
+        return False  # no answer: not accepted, as far as a mapper can tell
     finally:
-        if sub.returncode is None:
-            sub.kill()
-            await sub.wait()
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
     try:
         result = json.loads(out or b"{}")
     except ValueError:
         return False
     return bool(result.get("event_id") == event_id and "twin" in result and "code" not in result)
+
+
+async def _mosquitto(
+    procs: list[asyncio.subprocess.Process], program: str, port: int, *args: str
+) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        program, "-h", "127.0.0.1", "-p", str(port), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    procs.append(proc)
+    return proc
 
 
 # -- object shapes -----------------------------------------------------------------------------

@@ -14,11 +14,14 @@ import errno
 import os
 import signal
 import subprocess
+import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubernetes import client, config
 
+from edge.edged import subpaths
 from tests.support.cluster import Cluster, start_cluster, start_proc
 from tests.support.controlplane import TestControlPlane
 from tests.support.edgenode import FAST_CLOUD, Node, build_images, node_ready, start_node
@@ -85,32 +88,60 @@ class World:
         data_dir = self.root / name
         data_dir.mkdir(parents=True)
         _run("mount", "-t", "tmpfs", "-o", f"size={DISK},mode=0700", "tmpfs", str(data_dir))
-        proxy = await FaultProxy(hub_port).start()
-        mqtt_port = free_port()
-        node = await start_node(
-            name,
-            data_dir,
-            proxy.address,
-            images,
-            *await self.cluster.join_flags(name),
-            "--mqtt-listen",
-            f"127.0.0.1:{mqtt_port}",
-            mqtt=True,
-        )
+        proxy: FaultProxy | None = None
+        try:
+            proxy = await FaultProxy(hub_port).start()
+            mqtt_port = free_port()
+            node = await start_node(
+                name,
+                data_dir,
+                proxy.address,
+                images,
+                *await self.cluster.join_flags(name),
+                "--mqtt-listen",
+                f"127.0.0.1:{mqtt_port}",
+                mqtt=True,
+            )
+        except BaseException:
+            if proxy is not None:
+                await proxy.close()
+            _run("umount", str(data_dir), check=False)
+            raise
         return Edge(node, proxy, mqtt_port)
 
     async def stop(self) -> None:
-        """Stop and remove everything, whatever state the chaos left it in."""
+        """Stop and remove everything, whatever state the chaos left it in: each part is
+        released even when releasing another failed; the failures are raised at the end."""
+        failures: list[BaseException] = []
         for edge in self.edges.values():
-            self.free_disk(edge.name)
-            if not edge.up:
-                await self.start_edgecore(edge.name)
-            await edge.node.stop_and_reset()
-            await edge.proxy.close()
-            _run("umount", "-l", str(edge.data_dir), check=False)
+            failures += await _each(
+                lambda e=edge: self._stop_edge(e), lambda e=edge: e.proxy.close()
+            )
+            try:  # edged's reset unmounts what is under its data dir, maybe this tmpfs too
+                if subpaths.is_mounted(edge.data_dir.resolve()):
+                    _run("umount", str(edge.data_dir))
+            except RuntimeError as exc:
+                failures.append(exc)
         if self.cloud_up:
-            await self.cluster.proc.terminate()
-        await asyncio.to_thread(self.cp.stop)
+            failures += await _each(self.cluster.proc.terminate)
+        failures += await _each(lambda: asyncio.to_thread(self.cp.stop))
+        if failures:
+            raise ExceptionGroup("the chaos world did not come down cleanly", failures)
+
+    async def _stop_edge(self, edge: Edge) -> None:
+        """edgecore stopped, then its pods, containerd and bridge removed (edged.reset)."""
+        self.free_disk(edge.name)
+        if edge.up:
+            await edge.node.proc.terminate()
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "edge.edged.reset", "--data-dir", str(edge.data_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"reset of {edge.name} failed: {done.stdout}{done.stderr}")
 
     def api(self) -> client.ApiClient:
         return config.new_client_from_config(str(self.cp.kubeconfig))
@@ -164,6 +195,17 @@ class World:
     def free_disk(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.edges[name].data_dir / FILLER).unlink()
+
+
+async def _each(*steps: Callable[[], Awaitable[object]]) -> list[BaseException]:
+    """Run every step; the exceptions they raised."""
+    failures: list[BaseException] = []
+    for step in steps:
+        try:
+            await step()
+        except Exception as exc:
+            failures.append(exc)
+    return failures
 
 
 def _run(*argv: str, check: bool = True) -> None:
