@@ -22,6 +22,9 @@ class Module(StrEnum):
     EVENTBUS = "eventbus"
     METRICS = "metrics"
     CLOUDSTREAM = "cloudstream"
+    # edgecontroller's second inbox: the nodes' answers to log queries, so that reports
+    # waiting for a slow API never hold up a `kubectl logs` stream.
+    LOGSTREAMS = "logstreams"
 
 
 class Group(StrEnum):
@@ -37,6 +40,7 @@ class Group(StrEnum):
     SYNC = "sync"
     METRICS = "metrics"
     STREAM = "stream"
+    LOGS = "logs"  # only Module.LOGSTREAMS; nothing is routed to it by group
 
 
 class Operation(StrEnum):
@@ -88,6 +92,9 @@ CLUSTER_NAMESPACE = "null"
 
 # The namespace of node Leases (Kubernetes' convention): a node renews `{LEASE_NAMESPACE}/{node}`.
 LEASE_NAMESPACE = "kube-node-lease"
+
+# The namespace of Events about a Node (the kubelet's recorder puts them there).
+NODE_EVENT_NAMESPACE = "default"
 
 # gRPC call metadata key naming the edge node that opens a HubService stream.
 NODE_NAME_METADATA = "node-name"

@@ -70,6 +70,13 @@ class LogStreams:
         self.timeout = timeout
         self._open: dict[str, _Stream] = {}
 
+    async def answers(self) -> None:
+        """Hand each answer that comes to the LOGSTREAMS inbox to the stream waiting for it."""
+        while True:
+            msg = await self.bus.receive(Module.LOGSTREAMS)
+            if not self.deliver(msg):
+                log.warning("edgecontroller: %s is no log answer", msg.route.resource)
+
     def deliver(self, msg: Message) -> bool:
         """Hand a node's answer to the stream waiting for it; False if `msg` is no answer."""
         body = msg.WhichOneof("body")
@@ -100,7 +107,7 @@ class LogStreams:
         if not self.connected(node):
             return status_response(503, f"node {node} is not connected to cloudcore")
         msg = new_message(
-            source=Module.EDGECONTROLLER,
+            source=Module.LOGSTREAMS,  # the answers come back to this inbox (`answers`)
             group=Group.EDGED,
             operation=Operation.QUERY,
             resource=with_node(node, f"{namespace}/{ResourceType.LOG}/{name}"),
@@ -168,7 +175,7 @@ class LogStreams:
     async def _cancel(self, stream: _Stream) -> None:
         """Tell the node (through cloudhub) to stop producing a stream nobody reads."""
         cancel = make_stream_cancel(
-            source=Module.EDGECONTROLLER,
+            source=Module.LOGSTREAMS,
             resource=stream.resource,
             stream_id=stream.query.header.id,
             reason=stream.why,

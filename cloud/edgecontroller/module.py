@@ -9,7 +9,9 @@ What it does:
 - node liveness: a silent, disconnected edge node becomes Ready=Unknown (liveness.py);
 - pods/log: answers a log request handed to it (an aiohttp handler, through
   `log_streamer_sink`) by asking the node (logs.py). cloudstream plugs itself in there: it
-  receives kube-apiserver's kubelet requests for edge nodes.
+  receives kube-apiserver's kubelet requests for edge nodes. The node's answers come to an
+  inbox of their own (Module.LOGSTREAMS), so they never wait behind reports that wait for a
+  slow API server.
 
 What it does not: keep ObjectSync records (synccontroller's Ledger does; this module tells it
 what it sends and asks it what nodes hold), or deliver reliably (cloudhub's queue does).
@@ -78,6 +80,7 @@ class EdgeController:
             period=settings.node_monitor_period,
         )
         self.logs = LogStreams(bus, connected, settings.log_timeout)
+        bus.register(Module.LOGSTREAMS, Group.LOGS)
         self._log_streamer_sink = log_streamer_sink
         self._events: EventQueue = asyncio.Queue()
         self._watching = False
@@ -109,6 +112,7 @@ class EdgeController:
         await together(
             edge_events=self._apply_events(),
             edge_inbox=self._inbox(),
+            edge_log_answers=self.logs.answers(),
             edge_upstream=self.upstream.run(),
             edge_monitor=self.monitor.run(),
         )
@@ -135,5 +139,4 @@ class EdgeController:
     async def _inbox(self) -> None:
         while True:
             msg = await self.bus.receive(self.name)
-            if not self.logs.deliver(msg):
-                await self.upstream.submit(msg)
+            await self.upstream.submit(msg)

@@ -119,8 +119,10 @@ class CloudHub:
     async def run(self) -> None:
         if self.server is None:
             await self._start_server()
-        await self._redeliver()
         loops = {
+            # Alongside the downstream loop, not before it: handing on a large backlog can
+            # wait on controllers that wait on downstream sends (a cycle, if run first).
+            "cloudhub_redeliver": self._redeliver(),
             "cloudhub_downstream": self._downstream(),
             "cloudhub_housekeeping": self._housekeeping(),
         }
@@ -433,11 +435,14 @@ class CloudHub:
             await self.inbox.mark_delivered(delivered)
 
     async def _redeliver(self) -> None:
+        """Hand on what was recorded but not handed on before a restart; then stay (the
+        module's loops live and die together)."""
         pending = self.inbox.undelivered()
         if pending:
             log.info("cloudhub: handing on %d recorded upstream message(s)", len(pending))
         for node, msg in pending:
             await self._dispatch(node, [msg])
+        await asyncio.Event().wait()
 
     async def _housekeeping(self) -> None:
         interval = max(0.05, min(1.0, self.settings.resend_interval))
@@ -485,7 +490,7 @@ class CloudHub:
         # Its open streams are over, even when a newer stream replaced it: what the node had
         # queued for them may be lost, and their frames on the new stream count as strays.
         for stream_id in [s for s, (_, _, on) in self.streams.items() if on is session]:
-            self._end_stream(stream_id, f"the stream of node {session.node} ended")
+            self._end_stream(stream_id, f"node {session.node} disconnected (its hub stream ended)")
         log.info("cloudhub: node %s disconnected: %s", session.node, session.end_reason)
 
     def connected_nodes(self) -> list[str]:

@@ -626,6 +626,34 @@ async def test_a_stream_ends_when_its_hub_stream_does_even_if_the_node_is_back_a
         await fake.stop()
 
 
+async def test_logs_flow_while_reports_wait_for_a_slow_api(
+    cloud: CloudStack, edge: EdgeStack, k8s: K8s, pods_log: str
+) -> None:
+    """Reports wait (backpressure) while the API is slow; a log stream's frames come to an
+    inbox of their own, so `kubectl logs` goes on meanwhile (it used to wait behind them)."""
+    fake = FakeEdgedLogs(edge, {("default", "web"): ["one", "two"]}).start()
+    controller = module(cloud, Module.EDGECONTROLLER)
+    stuck = asyncio.Event()
+
+    async def slow_api(msg: Any) -> None:
+        stuck.set()
+        await asyncio.Event().wait()  # an API server that never answers
+
+    try:
+        await ready_to_follow(cloud, edge, k8s)
+        controller.upstream.submit = slow_api
+        lease = new_message(
+            source="edged", group="resource", operation=Operation.UPDATE,
+            resource=f"kube-node-lease/lease/{NODE}",
+        )  # fmt: skip
+        lease.lease.node_name, lease.lease.lease_duration_seconds = NODE, 40
+        await edge.supervisor.bus.send(Module.EDGEHUB, lease)
+        await asyncio.wait_for(stuck.wait(), 15)  # the report waits for the API
+        assert await pod_log(pods_log, "web") == (200, "one\ntwo\n")
+    finally:
+        await fake.stop()
+
+
 async def test_frames_of_a_stream_nobody_reads_get_one_cancel(
     cloud: CloudStack, edge: EdgeStack, k8s: K8s
 ) -> None:
