@@ -25,7 +25,7 @@ from cri.runtime.v1 import api_pb2 as cri
 
 from common.bus import Bus
 from common.envelope import Message, new_message, resource
-from common.errors import ConfigError, KubeEdgeError
+from common.errors import ConfigError, KubeEdgeError, UnknownModule
 from common.names import Group, Module, Operation, ResourceType
 from common.supervisor import together
 from edge.edged import paths, podspec, volumes
@@ -310,7 +310,7 @@ class Edged:
         """Events never wait: one edgehub's queue cannot take now is dropped (best-effort)."""
         try:
             self.bus.send_nowait(Module.EDGEHUB, msg)
-        except asyncio.QueueFull:
+        except (asyncio.QueueFull, UnknownModule):  # edgehub busy, or not on this bus
             return False
         return True
 
