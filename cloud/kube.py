@@ -6,8 +6,10 @@ the API through it.
 
 The client is synchronous (urllib3). Every call runs in this wrapper's own thread pool; each
 Informer (list, then watch from the list's resourceVersion) holds a thread of a second pool
-and hands its events to the event loop with `call_soon_threadsafe`. Reads ask for the raw
-JSON (`_preload_content=False`), so objects reach the edge exactly as the API returned them.
+and hands its events to the event loop's queue (bounded: `event_queue()`); while the queue is
+full the thread waits, and so does its watch (backpressure, as a slow client of a watch).
+Reads ask for the raw JSON (`_preload_content=False`), so objects reach the edge exactly as
+the API returned them.
 A watch that falls behind the server's history (410) relists; any other failure retries with
 backoff; `close()` shuts the sockets of open watches so their threads end at once.
 Errors leave as `cloud.kubeerrors` types.
@@ -63,6 +65,12 @@ class WatchEvent:
 
 
 EventQueue = asyncio.Queue[tuple[str, WatchEvent]]
+EVENT_QUEUE = 10_000  # watch events waiting for a controller; then informers wait
+
+
+def event_queue(size: int = EVENT_QUEUE) -> EventQueue:
+    """The queue a controller's informers hand their events to (bounded)."""
+    return asyncio.Queue(size)
 
 
 class Kube:
@@ -263,11 +271,20 @@ class Informer:
                 resp.shutdown()
 
     def _emit(self, event: WatchEvent) -> None:
+        """Hand an event to the loop's queue, waiting while it is full (or until stopped)."""
         assert self._loop is not None
         try:
-            self._loop.call_soon_threadsafe(self.queue.put_nowait, (self.kind, event))
+            put = asyncio.run_coroutine_threadsafe(self.queue.put((self.kind, event)), self._loop)
         except RuntimeError:  # the loop is closed: nobody listens any more
             self._stopping.set()
+            return
+        while not self._stopping.is_set():
+            try:
+                put.result(timeout=0.5)
+                return
+            except concurrent.futures.TimeoutError:
+                continue
+        put.cancel()
 
     def _run(self) -> None:
         delay = BACKOFF_INITIAL

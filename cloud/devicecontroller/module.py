@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.devicecontroller.status import StatusWriter, state_status, twins_status
-from cloud.kube import EventQueue, Kube, Obj, WatchEvent
+from cloud.kube import EventQueue, Kube, Obj, WatchEvent, event_queue
 from cloud.kubeerrors import KubeAPIError
 from cloud.settings import CloudSettings
 from common.bus import Bus
@@ -107,7 +107,7 @@ class DeviceController:
         self.kube = kube
         try:
             await kube.connect()
-            events: EventQueue = asyncio.Queue()
+            events: EventQueue = event_queue()
             list_fn = kube.custom.list_cluster_custom_object
             for kind, plural in ((MODEL, "devicemodels"), (DEVICE, "devices")):
                 fn = functools.partial(list_fn, GROUP, VERSION, plural)

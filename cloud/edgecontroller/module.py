@@ -30,7 +30,7 @@ from cloud.edgecontroller.liveness import NodeMonitor
 from cloud.edgecontroller.logs import LogStreams
 from cloud.edgecontroller.objects import CONFIGMAP, KINDS, NODE, POD, SECRET
 from cloud.edgecontroller.upstream import Upstream
-from cloud.kube import EventQueue, Kube
+from cloud.kube import EventQueue, Kube, event_queue
 from cloud.metrics import CloudMetrics
 from cloud.settings import CloudSettings
 from cloud.synccontroller.ledger import Ledger, Record
@@ -82,7 +82,7 @@ class EdgeController:
         self.logs = LogStreams(bus, connected, settings.log_timeout)
         bus.register(Module.LOGSTREAMS, Group.LOGS)
         self._log_streamer_sink = log_streamer_sink
-        self._events: EventQueue = asyncio.Queue()
+        self._events: EventQueue = event_queue()
         self._watching = False
 
     def edge_node_addresses(self) -> set[str]:
