@@ -2,15 +2,18 @@
 
 The envelope is the generated message itself, on the bus and on the wire; nothing here wraps it.
 What this module adds: constructors that fill the header, the reply/ack/error shapes, the
-resource string grammar (`{namespace}/{type}/{name}`, cloud-internal `node/{node}/...`), and the
-resourceVersion ordering rule used by both sides' queues.
+resource string grammar (`{namespace}/{type}/{name}`, cloud-internal `node/{node}/...`), the
+resourceVersion ordering rule used by both sides' queues, and the reading of the JSON a body
+carries (a node's report: any bytes at all, refused as BadMessage when not the expected shape).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from kubeedge.hub.v1 import message_pb2 as pb
 
@@ -173,3 +176,25 @@ def rv_older(candidate: str, current: str) -> bool:
         return int(candidate) < int(current)
     except ValueError:
         return False
+
+
+def json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """The JSON object a body field carries (empty: {}); BadMessage if it is not JSON, nests
+    deeper than the parser goes (RecursionError), or is not an object."""
+    try:
+        value = json.loads(raw or b"{}")
+    except (ValueError, RecursionError) as exc:
+        raise BadMessage(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadMessage(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def event_parts(raw: bytes) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A v1 Event a node reports, its involvedObject and its source (missing: {}), each a JSON
+    object; BadMessage otherwise."""
+    event = json_object(raw, "an event")
+    about, source = event.get("involvedObject"), event.get("source") or {}
+    if not isinstance(about, dict) or not isinstance(source, dict):
+        raise BadMessage("an event must be a v1 Event with an involvedObject and source object")
+    return event, about, source

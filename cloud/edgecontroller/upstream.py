@@ -22,16 +22,16 @@ so that no write ever names another node's objects, --no-node-authorization incl
 Every write is idempotent (cloudhub may hand a message on again after a restart); reports of
 one resource are applied in order (one worker per shard of resources); a write the API could
 not take is retried a few times. Reports wait until the caches they are checked against hold
-the first listings. Each shard's queue holds at most SHARD_QUEUE reports: `submit` waits while
-it is full, so a slow API holds edgecontroller's bus inbox, then cloudhub's hand-over, and
-nothing piles up in memory.
+the first listings. A report that cannot be applied is counted (refused, failed) and dropped:
+no report, however shaped, ends a worker. Each shard's queue holds at most SHARD_QUEUE
+reports: `submit` waits while it is full, so a slow API holds edgecontroller's bus inbox, then
+cloudhub's hand-over, and nothing piles up in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import zlib
 from collections.abc import Callable
@@ -42,7 +42,7 @@ from cloud.edgecontroller.objects import EDGE_NODE_LABEL, meta, uid_of
 from cloud.kube import Kube, Obj
 from cloud.kubeerrors import APIUnavailable, Conflict, KubeAPIError, NotFound
 from cloud.metrics import CloudMetrics
-from common.envelope import Message, parse_resource, split_node
+from common.envelope import Message, event_parts, json_object, parse_resource, split_node
 from common.errors import BadMessage
 from common.names import LEASE_NAMESPACE, Operation, ResourceType
 from common.supervisor import together
@@ -107,32 +107,40 @@ class Upstream:
             msg = await queue.get()
             await self.apply_with_retries(msg)
 
-    async def apply_with_retries(self, msg: Message) -> None:
+    async def apply_with_retries(self, msg: Message, attempts: int = ATTEMPTS) -> None:
+        """Apply one report, again (with back-off) while the API is unavailable, `attempts`
+        times at most; the result is counted, and no exception leaves."""
         delay = 0.2
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             try:
-                result = await self.apply(msg)
+                result = await self._apply_once(msg)
             except APIUnavailable as exc:
-                if attempt == ATTEMPTS:
-                    log.error("edgecontroller: giving up on %s: %s", msg.route.resource, exc)
-                    self._count(msg, "failed")
-                    return
-                await asyncio.sleep(delay)
-                delay *= 2
-                continue
-            except (KubeAPIError, BadMessage, Refused, ValueError) as exc:
-                log.warning("edgecontroller: cannot apply %s: %s", msg.route.resource, exc)
-                result = "refused"
+                if attempt < attempts:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                log.error("edgecontroller: giving up on %s: %s", msg.route.resource, exc)
+                result = "failed"
             self._count(msg, result)
             return
 
+    async def _apply_once(self, msg: Message) -> str:
+        """`apply`, with a report that cannot be applied logged and answered "refused" or
+        "failed"; only APIUnavailable (worth another try) leaves."""
+        try:
+            return await self.apply(msg)
+        except APIUnavailable:
+            raise
+        except (KubeAPIError, BadMessage, Refused, ValueError) as exc:
+            log.warning("edgecontroller: cannot apply %s: %s", msg.route.resource, exc)
+            return "refused"
+        except Exception:  # the last resort: no report, however shaped, may end its worker
+            log.exception("edgecontroller: failed to apply %s", msg.route.resource)
+            return "failed"
+
     def _count(self, msg: Message, result: str) -> None:
         if self.metrics is not None:
-            try:
-                kind = parse_resource(split_node(msg.route.resource)[1]).type
-            except BadMessage:
-                kind = "unknown"
-            self.metrics.upstream.labels(kind, result).inc()
+            self.metrics.upstream.labels(_type_of(msg), result).inc()
 
     async def apply(self, msg: Message) -> str:
         """Apply one report; returns "applied" or "ignored"."""
@@ -160,7 +168,7 @@ class Upstream:
 
     async def register(self, node: str, name: str, object_json: bytes) -> None:
         _own(node, name)
-        reported: Obj = json.loads(object_json or b"{}")
+        reported = json_object(object_json, "a node object")
         labels = dict(meta(reported).get("labels") or {})
         labels.setdefault(EDGE_NODE_LABEL, "")
         core = self.kube.core
@@ -199,15 +207,17 @@ class Upstream:
 
     async def node_status(self, node: str, name: str, status_json: bytes) -> None:
         _own(node, name)
-        status: Obj = json.loads(status_json or b"{}")
+        status = json_object(status_json, "a node status")
         if status.get("conditions"):
             status["conditions"] = self._conditions(node, status["conditions"])
         await self.kube.call(
             self.kube.core.patch_node_status, node, {"status": status}, _content_type=SMP
         )
 
-    def _conditions(self, node: str, reported: list[Obj]) -> list[Obj]:
+    def _conditions(self, node: str, reported: Any) -> list[Obj]:
         """Reported conditions with heartbeat and transition times filled in."""
+        if not isinstance(reported, list) or not all(isinstance(c, dict) for c in reported):
+            raise BadMessage("a node's conditions must be a list of objects")
         cached = self.node_lookup(node) or {}
         known = {c.get("type"): c for c in (cached.get("status") or {}).get("conditions") or []}
         now = now_rfc3339()
@@ -278,7 +288,7 @@ class Upstream:
         if self._own_pod(node, namespace, name, report.uid) is None:
             log.debug("edgecontroller: status of a pod gone: %s/%s", namespace, name)
             return
-        status = json.loads(report.status_json or b"{}")
+        status = json_object(report.status_json, "a pod status")
         with contextlib.suppress(NotFound):  # deleted meanwhile
             await self.kube.call(
                 self.kube.core.patch_namespaced_pod_status,
@@ -308,8 +318,8 @@ class Upstream:
     async def event(
         self, node: str, namespace: str, name: str, op: str, object_json: bytes
     ) -> None:
-        event: Obj = json.loads(object_json or b"{}")
-        if not self._about_own(node, namespace, event.get("involvedObject") or {}):
+        event, about, _ = event_parts(object_json)
+        if not self._about_own(node, namespace, about):
             log.debug("edgecontroller: event %s/%s about a pod gone; dropped", namespace, name)
             return
         body = {**event, "apiVersion": "v1", "kind": "Event"}
@@ -343,6 +353,14 @@ class Upstream:
             uid = str(about.get("uid") or "")
             return self._own_pod(node, namespace, name, uid) is not None
         raise Refused(f"node {node} may not write events about {kind} {namespace}/{name}")
+
+
+def _type_of(msg: Message) -> str:
+    """The resource type a report names ("unknown" when it names none)."""
+    try:
+        return parse_resource(split_node(msg.route.resource)[1]).type
+    except BadMessage:
+        return "unknown"
 
 
 def _own(node: str, name: str) -> None:

@@ -10,7 +10,8 @@ the hub. A message arriving on node N's stream may
 - report twins and state of a Device bound to N (`{ns}/twin/{name}`, `{ns}/devicestate/{name}`),
   as devicecontroller's cache says (spec.nodeName);
 - write Events (`{ns}/event/{name}`, insert/update) whose involvedObject is N's Node (in
-  namespace default) or a pod bound to N (in the pod's namespace), from source host N;
+  namespace default) or a pod bound to N (in the pod's namespace), from source host N; the
+  Event, its involvedObject and its source must be JSON objects;
 - read (query) a configmap or secret only when a pod placed on N references it: what
   edgecontroller sends N anyway;
 - send application data (group `user`), which no controller writes to the API.
@@ -36,7 +37,6 @@ reason, counted or logged here, and reads are not checked.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,9 +44,9 @@ from enum import Enum
 from typing import Any, Protocol
 
 from cloud.metrics import CloudMetrics
-from common.envelope import Message, Resource, parse_resource
+from common.envelope import Message, Resource, event_parts, parse_resource
 from common.errors import BadMessage
-from common.names import LEASE_NAMESPACE, Group, Operation, ResourceType
+from common.names import LEASE_NAMESPACE, NODE_EVENT_NAMESPACE, Group, Operation, ResourceType
 
 log = logging.getLogger(__name__)
 
@@ -215,15 +215,14 @@ class NodeAuthorizer:
         """Events: about the node itself (namespace default) or a pod bound to it (in the
         pod's namespace), from source host N."""
         try:
-            event = json.loads(msg.object.object_json)
-            about, source = dict(event["involvedObject"]), dict(event.get("source") or {})
-        except (ValueError, KeyError, TypeError):
-            return Denied(res.type, "an event must carry a v1 Event with its involvedObject")
+            _, about, source = event_parts(msg.object.object_json)
+        except BadMessage as exc:
+            return Denied(res.type, exc.reason)
         kind, name = about.get("kind"), str(about.get("name") or "")
         namespace = str(about.get("namespace") or "")
         if source.get("host", node) != node:
             return Denied(res.type, f"node {node} may not write events of host {source['host']}")
-        if kind == "Node" and name == node and res.namespace == "default":
+        if kind == "Node" and name == node and res.namespace == NODE_EVENT_NAMESPACE:
             return Verdict.ALLOW
         if kind == "Pod" and namespace == res.namespace:
             return self._pod_on(node, res, namespace, name, str(about.get("uid") or ""))

@@ -1,17 +1,27 @@
-"""edgecontroller's upstream queues are bounded: a report waits to be queued (backpressure
-onto cloudhub) instead of piling up in memory while the API is slow or the caches list."""
+"""edgecontroller's upstream: its queues are bounded (a report waits to be queued, as
+backpressure onto cloudhub, instead of piling up in memory while the API is slow or the caches
+list); no report, however shaped, ends a worker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from cloud.edgecontroller.upstream import Upstream
-from cloud.kube import Kube
-from common.envelope import Message
+from cloud.kube import Kube, Obj
+from cloud.kubeerrors import Conflict, NotFound
+from cloud.metrics import CloudMetrics
+from common.envelope import Message, with_node
+from common.names import Operation
 from tests.support.controllers import report
+from tests.support.waiting import eventually
 
 
 async def test_a_full_shard_makes_submit_wait(tmp_path: Path) -> None:
@@ -35,3 +45,177 @@ async def test_a_full_shard_makes_submit_wait(tmp_path: Path) -> None:
         assert [shard.get_nowait() for _ in range(3)] == reports[1:]
     finally:
         await kube.close()
+
+
+# -- Events and bad reports, against a fake API ---------------------------------------------
+
+N = "edge-a"
+DEEP = b"[" * 100_000 + b"]" * 100_000  # deeper than the JSON parser's recursion goes
+UPSTREAM = "kubeedge_edgecontroller_upstream_messages_total"
+
+
+class FakeAPI:
+    """The Kube seam: Events in a dict, every call recorded by method name. A method named in
+    `failing` raises that exception; one named in `held` waits until `release` is set."""
+
+    def __init__(self) -> None:
+        self.core = self.coordination = self
+        self.events: dict[tuple[str, str], Obj] = {}
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.failing: dict[str, Exception] = {}
+        self.held: set[str] = set()
+        self.release = asyncio.Event()
+
+    async def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((fn.__name__, args))
+        if fn.__name__ in self.held:
+            await self.release.wait()
+        if fn.__name__ in self.failing:
+            raise self.failing[fn.__name__]
+        return fn(*args)
+
+    read = call
+
+    def named(self, method: str) -> list[tuple[Any, ...]]:
+        return [args for name, args in self.calls if name == method]
+
+    def create_namespaced_event(self, namespace: str, body: Obj) -> None:
+        key = (namespace, body["metadata"]["name"])
+        if key in self.events:
+            raise Conflict("409 already exists", 409)
+        self.events[key] = copy.deepcopy(body)
+        self.events[key]["metadata"]["resourceVersion"] = "1"
+
+    def read_namespaced_event(self, name: str, namespace: str) -> Obj:
+        if (namespace, name) not in self.events:
+            raise NotFound("404", 404)
+        return copy.deepcopy(self.events[(namespace, name)])
+
+    def patch_namespaced_event(self, name: str, namespace: str, patch: Obj) -> None:
+        there = self.events[(namespace, name)]
+        version = patch.get("metadata", {}).get("resourceVersion")
+        if version not in (None, there["metadata"]["resourceVersion"]):
+            raise Conflict("409 the object has been modified", 409)
+        there.update({k: v for k, v in patch.items() if k != "metadata"})
+
+    def patch_namespaced_lease(self, name: str, namespace: str, patch: Obj) -> None:
+        pass
+
+
+PODS: dict[tuple[str, str], Obj] = {
+    ("ns", "mine"): {"metadata": {"uid": "u1"}, "spec": {"nodeName": N}},
+    ("ns", "theirs"): {"metadata": {"uid": "u2"}, "spec": {"nodeName": "edge-b"}},
+}
+
+
+def upstream_on(api: FakeAPI, **kwargs: Any) -> tuple[Upstream, CloudMetrics]:
+    """An Upstream on `api` whose caches are listed: PODS, and no nodes."""
+    metrics = CloudMetrics()
+    ready = asyncio.Event()
+    ready.set()
+    kube = cast(Kube, api)
+
+    def pods(namespace: str, name: str) -> Obj | None:
+        return PODS.get((namespace, name))
+
+    return Upstream(kube, lambda name: None, pods, ready, metrics, **kwargs), metrics
+
+
+def counted(metrics: CloudMetrics, type_: str, result: str) -> float:
+    return metrics.registry.get_sample_value(UPSTREAM, {"type": type_, "result": result}) or 0
+
+
+def object_report(
+    res: str, body: Any, op: str = Operation.INSERT, *, raw: bytes | None = None
+) -> Message:
+    """A report with an `object` body (JSON of `body`, or `raw`) from node N, as cloudhub
+    hands it on (node/N/{res})."""
+    msg = report(with_node(N, res), op)
+    msg.object.object_json = raw if raw is not None else json.dumps(body).encode()
+    return msg
+
+
+def node_status_report(raw: bytes) -> Message:
+    msg = report(with_node(N, f"null/nodestatus/{N}"))
+    msg.node_status.status_json = raw
+    return msg
+
+
+def pod_event(name: str = "mine", uid: str = "u1", **fields: Any) -> Obj:
+    about = {"kind": "Pod", "name": name, "namespace": "ns", "uid": uid}
+    return {"involvedObject": about, "source": {"component": "kubelet", "host": N}, **fields}
+
+
+def lease_report() -> Message:
+    msg = report(with_node(N, f"kube-node-lease/lease/{N}"))
+    msg.lease.node_name = N
+    return msg
+
+
+async def running(upstream: Upstream) -> asyncio.Task[None]:
+    task = asyncio.create_task(upstream.run(), name="upstream")
+    await asyncio.sleep(0)
+    return task
+
+
+async def stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        pytest.param(
+            object_report("ns/event/e", {"involvedObject": [["kind", "Node"], ["name", N]]}),
+            id="involved-object-pairs",
+        ),
+        pytest.param(
+            object_report("ns/event/e", {**pod_event(), "source": [["host", N]]}), id="source-list"
+        ),
+        pytest.param(object_report("ns/event/e", [pod_event()]), id="event-list"),
+        pytest.param(object_report("ns/event/e", None, raw=DEEP), id="event-deep"),
+        pytest.param(
+            object_report(f"null/node/{N}", None, Operation.UPDATE, raw=DEEP), id="node-deep"
+        ),
+        pytest.param(
+            object_report(f"null/node/{N}", ["x"], Operation.UPDATE), id="node-not-object"
+        ),
+        pytest.param(node_status_report(b'{"conditions": [1]}'), id="conditions-not-objects"),
+        pytest.param(node_status_report(DEEP), id="node-status-deep"),
+    ],
+)
+async def test_a_badly_shaped_report_is_refused_not_raised(msg: Message) -> None:
+    """Regression (issue 10 review): an Event whose involvedObject was a list of pairs, or
+    JSON nested too deep, raised out of apply_with_retries (AttributeError, RecursionError),
+    which ended the worker and took edgecontroller down. Now: refused, counted, nothing
+    written."""
+    api = FakeAPI()
+    upstream, metrics = upstream_on(api)
+    await upstream.apply_with_retries(msg)
+    kind = msg.route.resource.split("/")[3]
+    assert counted(metrics, kind, "refused") == 1
+    assert api.calls == []
+
+
+async def test_any_exception_is_counted_and_the_worker_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The last resort: an exception nobody foresaw (here from the pod cache) is logged once
+    with its traceback and counted "failed"; the worker applies the next report."""
+    api = FakeAPI()
+    upstream, metrics = upstream_on(api)
+    upstream.pod_lookup = lambda ns, name: 1 / 0  # type: ignore[assignment, return-value]
+    task = await running(upstream)
+    try:
+        status = report(with_node(N, "ns/podstatus/mine"))
+        status.pod_status.uid = "u1"
+        await upstream.submit(status)
+        await eventually(lambda: counted(metrics, "podstatus", "failed") == 1, 5, "the failure")
+        await upstream.submit(lease_report())
+        await eventually(lambda: api.named("patch_namespaced_lease"), 5, "the lease applied")
+    finally:
+        await stopped(task)
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "ns/podstatus/mine" in tracebacks[0].getMessage()

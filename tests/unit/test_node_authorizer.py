@@ -114,6 +114,19 @@ def event(kind: str, name: str, namespace: str = "", uid: str = "", host: str = 
     return fill
 
 
+def raw_event(data: Any) -> Callable[[Message], None]:
+    """An Event body as given: JSON of `data`, or `data` itself when it is bytes."""
+
+    def fill(m: Message) -> None:
+        m.object.object_json = data if isinstance(data, bytes) else json.dumps(data).encode()
+
+    return fill
+
+
+PAIRS = [["kind", "Node"], ["name", N]]  # what dict() turns into an involvedObject
+DEEP = b"[" * 100_000 + b"]" * 100_000  # deeper than the JSON parser's recursion goes
+
+
 def upload(m: Message) -> None:
     m.opaque.data = b"x"
 
@@ -205,6 +218,28 @@ ALLOW, WAIT = Verdict.ALLOW, Verdict.WAIT
             id="ev-other-kind",
         ),
         pytest.param(msg(R, "insert", "ns/event/e", node_obj), "event", id="ev-no-object"),
+        pytest.param(
+            msg(R, "insert", "default/event/e", raw_event({"involvedObject": PAIRS})),
+            "event",
+            id="ev-involved-object-pairs",
+        ),
+        pytest.param(
+            msg(
+                R,
+                "insert",
+                "default/event/e",
+                raw_event({"involvedObject": {"kind": "Node", "name": N}, "source": [["host", N]]}),
+            ),
+            "event",
+            id="ev-source-pairs",
+        ),
+        pytest.param(
+            msg(R, "insert", "default/event/e", raw_event([PAIRS])), "event", id="ev-list"
+        ),
+        pytest.param(msg(R, "insert", "default/event/e", raw_event(DEEP)), "event", id="ev-deep"),
+        pytest.param(
+            msg(R, "insert", "default/event/e", raw_event(b"{")), "event", id="ev-not-json"
+        ),
         pytest.param(
             msg(R, "delete", "ns/event/e", event("Pod", "mine", "ns", "u1")), "event", id="ev-del"
         ),
