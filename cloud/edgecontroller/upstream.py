@@ -23,9 +23,14 @@ Every write is idempotent (cloudhub may hand a message on again after a restart)
 one resource are applied in order (one worker per shard of resources); a write the API could
 not take is retried a few times. Reports wait until the caches they are checked against hold
 the first listings. A report that cannot be applied is counted (refused, failed) and dropped:
-no report, however shaped, ends a worker. Each shard's queue holds at most SHARD_QUEUE
-reports: `submit` waits while it is full, so a slow API holds edgecontroller's bus inbox, then
-cloudhub's hand-over, and nothing piles up in memory.
+no report, however shaped, ends a worker.
+
+Backpressure: each shard's queue holds at most SHARD_QUEUE reports: `submit` waits while it
+is full, so a slow API holds edgecontroller's bus inbox, then cloudhub's hand-over, and
+nothing piles up in memory. Events are best-effort (as in Kubernetes) and must never delay a
+Lease renewal: they have their own queue (EVENT_QUEUE) and worker, `submit` never waits for
+them (an Event that finds the queue full is dropped, counted, and the first drop of a run is
+logged), and an Event the API could not take is tried once more at most.
 """
 
 from __future__ import annotations
@@ -54,7 +59,9 @@ SMP = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
 SHARDS = 4
 SHARD_QUEUE = 1000  # reports waiting per shard; then `submit` waits (backpressure)
+EVENT_QUEUE = 1000  # Events waiting; then an Event is dropped (best-effort)
 ATTEMPTS = 5
+EVENT_ATTEMPTS = 2  # an Event the API could not take is tried once more, then dropped
 EVENT_OPERATIONS = frozenset({Operation.INSERT, Operation.UPDATE})
 NODE_STATUS_FIELDS = ("addresses", "capacity", "allocatable", "nodeInfo", "daemonEndpoints")
 
@@ -82,6 +89,7 @@ class Upstream:
         metrics: CloudMetrics | None = None,
         *,
         queue_size: int = SHARD_QUEUE,
+        event_queue_size: int = EVENT_QUEUE,
     ) -> None:
         self.kube = kube
         self.ready = ready  # the caches the lookups read are filled
@@ -91,21 +99,44 @@ class Upstream:
         self._shards: list[asyncio.Queue[Message]] = [
             asyncio.Queue(queue_size) for _ in range(SHARDS)
         ]
+        self._events: asyncio.Queue[Message] = asyncio.Queue(event_queue_size)
+        self._dropping = 0  # Events dropped since the queue was last found with room
 
     async def submit(self, msg: Message) -> None:
         """Queue a report, waiting while its shard is full; reports of one resource go to one
-        worker, so they stay in order."""
+        worker, so they stay in order. An Event never waits: see `_offer_event`."""
+        if _type_of(msg) == ResourceType.EVENT:
+            self._offer_event(msg)
+            return
         shard = zlib.crc32(msg.route.resource.encode()) % SHARDS
         await self._shards[shard].put(msg)
 
+    def _offer_event(self, msg: Message) -> None:
+        """Queue an Event, or drop it (counted; the first of a run of drops logged)."""
+        try:
+            self._events.put_nowait(msg)
+        except asyncio.QueueFull:
+            if not self._dropping:
+                log.warning(
+                    "edgecontroller: Event queue full (%d): dropping Events until it has room",
+                    self._events.maxsize,
+                )
+            self._dropping += 1
+            self._count(msg, "dropped")
+            return
+        if self._dropping:
+            log.info("edgecontroller: Event queue has room again; %d dropped", self._dropping)
+            self._dropping = 0
+
     async def run(self) -> None:
         await self.ready.wait()  # a pod report checked against an empty cache would be lost
-        await together(**{f"upstream_{i}": self._worker(q) for i, q in enumerate(self._shards)})
+        workers = {f"upstream_{i}": self._worker(q, ATTEMPTS) for i, q in enumerate(self._shards)}
+        await together(**workers, upstream_events=self._worker(self._events, EVENT_ATTEMPTS))
 
-    async def _worker(self, queue: asyncio.Queue[Message]) -> None:
+    async def _worker(self, queue: asyncio.Queue[Message], attempts: int) -> None:
         while True:
             msg = await queue.get()
-            await self.apply_with_retries(msg)
+            await self.apply_with_retries(msg, attempts)
 
     async def apply_with_retries(self, msg: Message, attempts: int = ATTEMPTS) -> None:
         """Apply one report, again (with back-off) while the API is unavailable, `attempts`

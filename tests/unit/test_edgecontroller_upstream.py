@@ -1,6 +1,6 @@
 """edgecontroller's upstream: its queues are bounded (a report waits to be queued, as
 backpressure onto cloudhub, instead of piling up in memory while the API is slow or the caches
-list); no report, however shaped, ends a worker."""
+list; an Event is dropped instead); no report, however shaped, ends a worker."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -16,7 +17,7 @@ import pytest
 
 from cloud.edgecontroller.upstream import Upstream
 from cloud.kube import Kube, Obj
-from cloud.kubeerrors import Conflict, NotFound
+from cloud.kubeerrors import APIUnavailable, Conflict, NotFound
 from cloud.metrics import CloudMetrics
 from common.envelope import Message, with_node
 from common.names import Operation
@@ -219,3 +220,49 @@ async def test_any_exception_is_counted_and_the_worker_goes_on(
         await stopped(task)
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and "ns/podstatus/mine" in tracebacks[0].getMessage()
+
+
+async def test_a_full_event_queue_drops_events_without_waiting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Events are best-effort: with the workers not taking, `submit` of an Event returns at
+    once; past the queue's size the Event is dropped, counted "dropped", and the run of
+    drops is logged once."""
+    api = FakeAPI()
+    upstream, metrics = upstream_on(api, event_queue_size=3)
+    for i in range(6):
+        await asyncio.wait_for(upstream.submit(object_report(f"ns/event/e{i}", pod_event())), 0.5)
+    assert counted(metrics, "event", "dropped") == 3
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+async def test_events_never_delay_a_lease() -> None:
+    """While the API holds every Event write, a Lease renewal is still applied: Events have
+    their own queue and worker, not the shards Leases and statuses go through."""
+    api = FakeAPI()
+    api.held.add("create_namespaced_event")
+    upstream, _ = upstream_on(api)
+    task = await running(upstream)
+    try:
+        for i in range(16):  # names that spread over every shard
+            await upstream.submit(object_report(f"ns/event/e{i}", pod_event()))
+        await asyncio.wait_for(upstream.submit(lease_report()), 1)
+        await eventually(lambda: api.named("patch_namespaced_lease"), 5, "the lease applied")
+    finally:
+        api.release.set()
+        await stopped(task)
+
+
+async def test_an_event_the_api_cannot_take_is_tried_twice_at_most() -> None:
+    """An Event write that fails with APIUnavailable is tried once more, then counted
+    "failed" (not the five attempts with back-off other reports get)."""
+    api = FakeAPI()
+    api.failing["create_namespaced_event"] = APIUnavailable("503", 503)
+    upstream, metrics = upstream_on(api)
+    task = await running(upstream)
+    try:
+        await upstream.submit(object_report("ns/event/e", pod_event()))
+        await eventually(lambda: counted(metrics, "event", "failed") == 1, 2, "the give-up")
+    finally:
+        await stopped(task)
+    assert len(api.named("create_namespaced_event")) == 2
