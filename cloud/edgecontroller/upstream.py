@@ -13,7 +13,12 @@
 - event (`{ns}/event/{name}`, insert/update, object): create the Event (insert; one already
   there is patched) or merge-patch its count, lastTimestamp and message (update; an Event
   not there is created: its insert collapsed into the update at the edge, or it expired).
-  Only Events about the node itself or a pod bound to it; one about a pod gone is dropped.
+  Only Events about the node itself (in namespace default) or a pod bound to it, from source
+  host the node; one about a pod gone is dropped. An Event is patched only when the one there
+  is about the same object (uid, kind, name) from the same host, else refused, and the patch
+  carries the resourceVersion read. What is written is normalized: source is the kubelet on
+  the node; related, series, eventTime, action and the reporting fields are dropped; message
+  and reason are cut to MAX_EVENT_MESSAGE and MAX_EVENT_REASON characters.
 
 A node may only write about itself and its own pods. cloudhub's authorizer
 (cloud/hub/authorizer.py) refuses other reports before they are recorded; the checks here stay
@@ -49,7 +54,7 @@ from cloud.kubeerrors import APIUnavailable, Conflict, KubeAPIError, NotFound
 from cloud.metrics import CloudMetrics
 from common.envelope import Message, event_parts, json_object, parse_resource, split_node
 from common.errors import BadMessage
-from common.names import LEASE_NAMESPACE, Operation, ResourceType
+from common.names import LEASE_NAMESPACE, NODE_EVENT_NAMESPACE, Operation, ResourceType
 from common.supervisor import together
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,14 @@ EVENT_QUEUE = 1000  # Events waiting; then an Event is dropped (best-effort)
 ATTEMPTS = 5
 EVENT_ATTEMPTS = 2  # an Event the API could not take is tried once more, then dropped
 EVENT_OPERATIONS = frozenset({Operation.INSERT, Operation.UPDATE})
+# Fields of a node's Event never written: what the kubelet's v1 recorder does not set, and
+# what would point at (related) or speak for (reporting*) something other than the node.
+EVENT_DROPPED_FIELDS = frozenset(
+    {"related", "series", "eventTime", "action", "reportingController", "reportingInstance"}
+)
+EVENT_SERIES_FIELDS = ("count", "lastTimestamp", "message")  # what an update patches
+MAX_EVENT_MESSAGE = 1024  # the API's limit on an Event's note
+MAX_EVENT_REASON = 128  # the API's limit on a reason
 NODE_STATUS_FIELDS = ("addresses", "capacity", "allocatable", "nodeInfo", "daemonEndpoints")
 
 
@@ -349,36 +362,41 @@ class Upstream:
     async def event(
         self, node: str, namespace: str, name: str, op: str, object_json: bytes
     ) -> None:
-        event, about, _ = event_parts(object_json)
+        event, about, source = event_parts(object_json)
+        if source.get("host", node) != node:
+            raise Refused(f"node {node} may not write events of host {source['host']}")
         if not self._about_own(node, namespace, about):
             log.debug("edgecontroller: event %s/%s about a pod gone; dropped", namespace, name)
             return
-        body = {**event, "apiVersion": "v1", "kind": "Event"}
-        body["metadata"] = {"name": name, "namespace": namespace}
+        body = _normalized(event, node, namespace, name)
+        core = self.kube.core
         if op == Operation.INSERT:
             try:
-                await self.kube.call(self.kube.core.create_namespaced_event, namespace, body)
+                await self.kube.call(core.create_namespaced_event, namespace, body)
                 return
             except Conflict:
                 pass  # there already (a resend): the patch brings it up to date
-        series = {k: event[k] for k in ("count", "lastTimestamp", "message") if k in event}
         try:
-            await self.kube.call(
-                self.kube.core.patch_namespaced_event,
-                name,
-                namespace,
-                series,
-                _content_type=MERGE,
-            )
+            there: Obj = await self.kube.read(core.read_namespaced_event, name, namespace)
         except NotFound:  # its insert collapsed into this update at the edge, or it expired
-            await self.kube.call(self.kube.core.create_namespaced_event, namespace, body)
+            await self.kube.call(core.create_namespaced_event, namespace, body)
+            return
+        _same_event(node, there, body)
+        series: Obj = {k: body[k] for k in EVENT_SERIES_FIELDS if k in body}
+        series["metadata"] = {"resourceVersion": meta(there).get("resourceVersion")}
+        await self.kube.call(
+            core.patch_namespaced_event, name, namespace, series, _content_type=MERGE
+        )
 
     def _about_own(self, node: str, namespace: str, about: Obj) -> bool:
-        """Whether an event is about the node itself or a pod bound to it (Refused if about
-        anything else); False for a pod gone or replaced (a stale event, dropped)."""
+        """Whether an event is about the node itself (in namespace default) or a pod bound
+        to it (Refused if about anything else); False for a pod gone or replaced (a stale
+        event, dropped)."""
         kind, name = about.get("kind"), str(about.get("name") or "")
         if kind == "Node":
             _own(node, name)
+            if namespace != NODE_EVENT_NAMESPACE:
+                raise Refused(f"events about node {node} go to namespace {NODE_EVENT_NAMESPACE}")
             return True
         if kind == "Pod" and about.get("namespace") == namespace:
             uid = str(about.get("uid") or "")
@@ -392,6 +410,38 @@ def _type_of(msg: Message) -> str:
         return parse_resource(split_node(msg.route.resource)[1]).type
     except BadMessage:
         return "unknown"
+
+
+def _normalized(event: Obj, node: str, namespace: str, name: str) -> Obj:
+    """The Event as written: the node's fields but those it may not set, the kubelet on the
+    node as its source, message and reason cut to the API's limits."""
+    body = {k: v for k, v in event.items() if k not in EVENT_DROPPED_FIELDS}
+    body.update(
+        apiVersion="v1",
+        kind="Event",
+        metadata={"name": name, "namespace": namespace},
+        source={"component": "kubelet", "host": node},
+    )
+    for field, limit in (("message", MAX_EVENT_MESSAGE), ("reason", MAX_EVENT_REASON)):
+        if isinstance(body.get(field), str):
+            body[field] = body[field][:limit]
+    return body
+
+
+def _same_event(node: str, there: Obj, body: Obj) -> None:
+    """Refused unless the Event `there` is the one the node's report updates: about the same
+    object (uid, kind, name), from the node."""
+    theirs, ours = there.get("involvedObject") or {}, body["involvedObject"]
+    host = (there.get("source") or {}).get("host")
+    if host == node and all(
+        str(theirs.get(k) or "") == str(ours.get(k) or "") for k in ("uid", "kind", "name")
+    ):
+        return
+    about = f"{theirs.get('kind')} {theirs.get('name')} ({theirs.get('uid')})"
+    raise Refused(
+        f"event {meta(there).get('namespace')}/{meta(there).get('name')} is about {about} "
+        f"from host {host}: node {node} may not overwrite it"
+    )
 
 
 def _own(node: str, name: str) -> None:

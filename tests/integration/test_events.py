@@ -146,14 +146,40 @@ async def test_node_a_cannot_write_events_about_node_b_or_its_pod(
         assert answer.route.operation == Operation.ERROR and answer.error.code == 403
         assert A in answer.error.message
     assert world.denied("event") == 2
-    # A's own event after them is written: had the refused ones been handed on, they would be too
-    own = recorder_for(world, clock)
-    own.pod(await world.k8s.pod(f"{A}-pod"), "Started", "Started container c", container="c")
-
-    async def own_written() -> bool:
-        return len(await kubectl_events(kube, f"{A}-pod")) == 1
-
-    await eventually(own_written, what="A's own Event")
+    # A's own Event after them, on the same stream: cloudhub hands a node's messages on in
+    # order and edgecontroller applies Events in order (one queue, one worker), so once it
+    # is handled, anything handed on before it was handled too.
+    events.pod(await world.k8s.pod(f"{A}-pod"), "Started", "Started container c", container="c")
+    assert is_ack(await ask_up(world.edge, sent[-1]))
+    await eventually(lambda: world.upstream("event", "applied") == 1, what="A's own Event")
+    assert world.refused_upstream("event") == 0  # refused at the hub: never handed on
+    assert len(await kubectl_events(kube, f"{A}-pod")) == 1
     assert await kubectl_events(kube, f"{B}-pod") == []
     assert [e for e in await kubectl_events(kube, B) if e["reason"] == "Rebooted"] == []
-    assert world.refused_upstream("event") == 0  # refused at the hub: never handed on
+
+
+async def test_node_a_cannot_overwrite_an_event_it_did_not_write(
+    world: World, kube: TestControlPlane
+) -> None:
+    """An update that names an existing Event about B's pod from host B, sent by A about
+    its own pod, passes the hub (A's own pod) but edgecontroller refuses to patch it: the
+    Event there is about another object from another host. It stays as it was."""
+    b_pod = await world.k8s.pod(f"{B}-pod")
+    theirs = {
+        "metadata": {"name": "shared"},
+        "involvedObject": {"kind": "Pod", "name": f"{B}-pod", "namespace": "default"},
+        "reason": "Started",
+        "message": "B's own",
+        "count": 1,
+        "source": {"component": "kubelet", "host": B},
+    }
+    theirs["involvedObject"]["uid"] = b_pod["metadata"]["uid"]
+    await world.k8s.call(world.k8s.core.create_namespaced_event, "default", theirs)
+    events, sent = capturing(Clock())
+    events.pod(await world.k8s.pod(f"{A}-pod"), "Killing", "tampered", container="c")
+    sent[0].route.resource, sent[0].route.operation = "default/event/shared", Operation.UPDATE
+    assert is_ack(await ask_up(world.edge, sent[0]))
+    await eventually(lambda: world.refused_upstream("event") == 1, what="the refusal")
+    (there,) = await kubectl_events(kube, f"{B}-pod")
+    assert (there["message"], there["count"], there["source"]["host"]) == ("B's own", 1, B)
+    assert await kubectl_events(kube, f"{A}-pod") == []

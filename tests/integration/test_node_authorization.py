@@ -53,7 +53,11 @@ class World:
 
     def refused_upstream(self, type_: str) -> float:
         """How many reports of this type edgecontroller's own checks refused."""
-        labels = {"type": type_, "result": "refused"}
+        return self.upstream(type_, "refused")
+
+    def upstream(self, type_: str, result: str) -> float:
+        """How many reports of this type edgecontroller handled with this result."""
+        labels = {"type": type_, "result": result}
         return self._sample("kubeedge_edgecontroller_upstream_messages_total", labels)
 
     def _sample(self, name: str, labels: dict[str, str]) -> float:

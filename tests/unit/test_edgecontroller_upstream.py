@@ -1,6 +1,7 @@
 """edgecontroller's upstream: its queues are bounded (a report waits to be queued, as
 backpressure onto cloudhub, instead of piling up in memory while the API is slow or the caches
-list; an Event is dropped instead); no report, however shaped, ends a worker."""
+list; an Event is dropped instead); no report, however shaped, ends a worker; an Event is
+written only about the node's own objects, normalized, and never over another's Event."""
 
 from __future__ import annotations
 
@@ -266,3 +267,101 @@ async def test_an_event_the_api_cannot_take_is_tried_twice_at_most() -> None:
     finally:
         await stopped(task)
     assert len(api.named("create_namespaced_event")) == 2
+
+
+STRANGERS = {
+    "another pod": {"kind": "Pod", "name": "theirs", "namespace": "ns", "uid": "u2"},
+    "another uid": {"kind": "Pod", "name": "mine", "namespace": "ns", "uid": "u0"},
+}
+
+
+@pytest.mark.parametrize("op", [Operation.INSERT, Operation.UPDATE])
+@pytest.mark.parametrize(
+    ("about", "host"),
+    [
+        pytest.param(STRANGERS["another pod"], "edge-b", id="other-pod-other-host"),
+        pytest.param(STRANGERS["another uid"], N, id="older-pod"),
+        pytest.param(pod_event()["involvedObject"], "edge-b", id="other-host"),
+    ],
+)
+async def test_an_event_of_another_object_or_host_is_not_overwritten(
+    op: str, about: Obj, host: str
+) -> None:
+    """Regression (issue 10 review): an update (or an insert's 409) merge-patched whatever
+    Event had the name. Now the Event there must be about the same object (uid, kind,
+    name) from the node itself, else the report is refused and the Event left as it was."""
+    api = FakeAPI()
+    theirs = {"metadata": {"name": "e"}, "involvedObject": about, "source": {"host": host}}
+    api.create_namespaced_event("ns", {**theirs, "count": 1, "message": "theirs"})
+    upstream, metrics = upstream_on(api)
+    await upstream.apply_with_retries(object_report("ns/event/e", pod_event(count=9), op))
+    assert counted(metrics, "event", "refused") == 1
+    assert api.named("patch_namespaced_event") == []
+    assert (api.events[("ns", "e")]["count"], api.events[("ns", "e")]["message"]) == (1, "theirs")
+
+
+async def test_an_update_patches_the_same_event_at_the_version_read() -> None:
+    """An update of the node's own Event patches count, lastTimestamp and message, with the
+    resourceVersion it read (a change in between is a 409, not an overwrite)."""
+    api = FakeAPI()
+    upstream, metrics = upstream_on(api)
+    await upstream.apply_with_retries(object_report("ns/event/e", pod_event(count=1)))
+    again = pod_event(count=2, lastTimestamp="later", message="m", reason="r2")
+    await upstream.apply_with_retries(object_report("ns/event/e", again, Operation.UPDATE))
+    assert counted(metrics, "event", "applied") == 2
+    (patch,) = [args[2] for args in api.named("patch_namespaced_event")]
+    expected = {"count": 2, "lastTimestamp": "later", "message": "m"}
+    assert patch == {**expected, "metadata": {"resourceVersion": "1"}}
+
+
+async def test_the_event_written_is_normalized() -> None:
+    """What a node's Event may not say is not written: source is the kubelet on the node,
+    related/series/eventTime/action/reporting* are dropped, message and reason are cut."""
+    api = FakeAPI()
+    upstream, _ = upstream_on(api)
+    sent = pod_event(
+        message="m" * 5000,
+        reason="r" * 500,
+        related={"kind": "Pod", "name": "theirs"},
+        series={"count": 3},
+        eventTime="2026-01-01T00:00:00.000000Z",
+        action="Doing",
+        reportingController="kubernetes.io/someone-else",
+        reportingInstance="someone",
+        type="Warning",
+    )
+    sent["source"] = {"component": "scheduler"}
+    await upstream.apply_with_retries(object_report("ns/event/e", sent))
+    ((_, body),) = api.named("create_namespaced_event")
+    assert body["source"] == {"component": "kubelet", "host": N}
+    dropped = {"related", "series", "eventTime", "action", "reportingController"}
+    assert not (dropped | {"reportingInstance"}) & body.keys()
+    assert (len(body["message"]), len(body["reason"]), body["type"]) == (1024, 128, "Warning")
+
+
+@pytest.mark.parametrize(
+    ("res", "event"),
+    [
+        pytest.param(
+            "ns/event/e",
+            {"involvedObject": {"kind": "Node", "name": N}, "source": {"host": N}},
+            id="node-event-not-in-default",
+        ),
+        pytest.param(
+            "default/event/e",
+            {"involvedObject": {"kind": "Node", "name": N}, "source": {"host": "edge-b"}},
+            id="node-event-of-other-host",
+        ),
+        pytest.param("ns/event/e", pod_event(source={"host": "edge-b"}), id="pod-event-other-host"),
+    ],
+)
+async def test_without_node_authorization_upstream_checks_namespace_and_host(
+    res: str, event: Obj
+) -> None:
+    """With --no-node-authorization, edgecontroller's own checks refuse what the authorizer
+    would: a Node event outside namespace default, or one from another source host."""
+    api = FakeAPI()
+    upstream, metrics = upstream_on(api)
+    await upstream.apply_with_retries(object_report(res, event))
+    assert counted(metrics, "event", "refused") == 1
+    assert api.calls == []
