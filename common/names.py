@@ -95,6 +95,10 @@ LEASE_NAMESPACE = "kube-node-lease"
 
 # The namespace of Events about a Node (the kubelet's recorder puts them there).
 NODE_EVENT_NAMESPACE = "default"
+# An edge node's Events come from the kubelet (KubeEdge's edged runs the kubelet's recorder).
+EVENT_SOURCE_COMPONENT = "kubelet"
+# The API's limit on an Event's note (message); the edge cuts to it, the cloud checks it.
+MAX_EVENT_MESSAGE = 1024
 
 # gRPC call metadata key naming the edge node that opens a HubService stream.
 NODE_NAME_METADATA = "node-name"

@@ -54,7 +54,14 @@ from cloud.kubeerrors import APIUnavailable, Conflict, KubeAPIError, NotFound
 from cloud.metrics import CloudMetrics
 from common.envelope import Message, event_parts, json_object, parse_resource, split_node
 from common.errors import BadMessage
-from common.names import LEASE_NAMESPACE, NODE_EVENT_NAMESPACE, Operation, ResourceType
+from common.names import (
+    EVENT_SOURCE_COMPONENT,
+    LEASE_NAMESPACE,
+    MAX_EVENT_MESSAGE,
+    NODE_EVENT_NAMESPACE,
+    Operation,
+    ResourceType,
+)
 from common.supervisor import together
 
 log = logging.getLogger(__name__)
@@ -74,7 +81,6 @@ EVENT_DROPPED_FIELDS = frozenset(
     {"related", "series", "eventTime", "action", "reportingController", "reportingInstance"}
 )
 EVENT_SERIES_FIELDS = ("count", "lastTimestamp", "message")  # what an update patches
-MAX_EVENT_MESSAGE = 1024  # the API's limit on an Event's note
 MAX_EVENT_REASON = 128  # the API's limit on a reason
 NODE_STATUS_FIELDS = ("addresses", "capacity", "allocatable", "nodeInfo", "daemonEndpoints")
 
@@ -420,7 +426,7 @@ def _normalized(event: Obj, node: str, namespace: str, name: str) -> Obj:
         apiVersion="v1",
         kind="Event",
         metadata={"name": name, "namespace": namespace},
-        source={"component": "kubelet", "host": node},
+        source={"component": EVENT_SOURCE_COMPONENT, "host": node},
     )
     for field, limit in (("message", MAX_EVENT_MESSAGE), ("reason", MAX_EVENT_REASON)):
         if isinstance(body.get(field), str):

@@ -40,19 +40,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.envelope import Message, new_message, resource
-from common.names import Group, Module, Operation, ResourceType
+from common.names import (
+    EVENT_SOURCE_COMPONENT,
+    MAX_EVENT_MESSAGE,
+    NODE_EVENT_NAMESPACE,
+    Group,
+    Module,
+    Operation,
+    ResourceType,
+)
 from edge.edged.node import rfc3339
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "kubelet"  # source.component: KubeEdge's edged runs the kubelet's recorder
-NODE_EVENT_NAMESPACE = "default"  # where the kubelet's recorder puts events of the Node
 BURST = 25
 REFILL = 300.0
 WINDOW = 3600.0  # the API server's default --event-ttl: the Event an update names still exists
 REPEAT = 10.0
 MAX_KEYS = 4096  # the kubelet's LRU of event series
-MAX_MESSAGE = 1024  # the API's limit on an event's note
 MAX_NAME = 253
 
 Send = Callable[[Message], bool]  # hands a message to edgehub; False: its queue was full
@@ -130,7 +135,7 @@ class EventRecorder:
     def record(self, ref: dict[str, str], reason: str, message: str, *, warning: bool) -> bool:
         """Send the event `reason`/`message` about `ref`, or bump the count of its series."""
         now = self.clock()
-        message = message[:MAX_MESSAGE]
+        message = message[:MAX_EVENT_MESSAGE]
         kind = "Warning" if warning else "Normal"
         key = json.dumps([ref, kind, reason, message], sort_keys=True)
         series = self._series.get(key)
@@ -167,7 +172,7 @@ class EventRecorder:
             "reason": reason,
             "message": message,
             "type": kind,
-            "source": {"component": COMPONENT, "host": self.node_name},
+            "source": {"component": EVENT_SOURCE_COMPONENT, "host": self.node_name},
             "firstTimestamp": _time(now),
             "lastTimestamp": _time(now),
             "count": 1,

@@ -17,6 +17,7 @@ from typing import Any
 from cri.runtime.v1 import api_pb2 as cri
 
 from edge.edged import paths, subpaths
+from edge.edged.quantity import BadQuantity, cpu_millis, memory_bytes
 from edge.edged.volumes import API_DATA, Lookup, object_data
 
 POD_UID = "io.kubernetes.pod.uid"
@@ -28,18 +29,6 @@ RESTART_COUNT = "io.kubernetes.container.restartCount"
 MANAGED_BY = "kubeedge-py.io/managed"
 
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
-_MEMORY_UNITS = {
-    "": 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-}
 
 
 class SpecError(Exception):
@@ -245,29 +234,16 @@ def _expand(expr: str, envs: dict[str, str]) -> str:
 def _resources(res: cri.LinuxContainerResources, spec: dict[str, Any]) -> None:
     limits = spec.get("limits") or {}
     requests = spec.get("requests") or {}
-    if "cpu" in limits:
-        millis = cpu_millis(limits["cpu"])
-        res.cpu_period = 100_000
-        res.cpu_quota = max(1000, millis * 100)
-    cpu_request = requests.get("cpu") or limits.get("cpu")
-    res.cpu_shares = max(2, cpu_millis(cpu_request) * 1024 // 1000) if cpu_request else 2
-    if "memory" in limits:
-        res.memory_limit_in_bytes = memory_bytes(limits["memory"])
-
-
-def cpu_millis(value: Any) -> int:
-    text = str(value)
     try:
-        return int(float(text[:-1])) if text.endswith("m") else int(float(text) * 1000)
-    except ValueError:
-        raise SpecError(f"invalid cpu quantity {value!r}") from None
-
-
-def memory_bytes(value: Any) -> int:
-    m = _QUANTITY.match(str(value))
-    if not m or m.group(2) not in _MEMORY_UNITS:
-        raise SpecError(f"invalid memory quantity {value!r}")
-    return int(float(m.group(1)) * _MEMORY_UNITS[m.group(2)])
+        if "cpu" in limits:
+            res.cpu_period = 100_000
+            res.cpu_quota = max(1000, cpu_millis(limits["cpu"]) * 100)
+        cpu_request = requests.get("cpu") or limits.get("cpu")
+        res.cpu_shares = max(2, cpu_millis(cpu_request) * 1024 // 1000) if cpu_request else 2
+        if "memory" in limits:
+            res.memory_limit_in_bytes = memory_bytes(limits["memory"])
+    except BadQuantity as exc:
+        raise SpecError(str(exc)) from None
 
 
 def env(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.edged import paths, subpaths
+from edge.edged.quantity import BadQuantity, memory_bytes
 from edge.private import private_dir, private_tree
 
 Lookup = Callable[[str, str, str], dict[str, Any] | None]  # (kind, namespace, name) -> object
@@ -105,11 +106,9 @@ def _empty_dir(target: Path, source: dict[str, Any]) -> None:
 def _tmpfs_size(source: dict[str, Any]) -> str:
     """emptyDir.sizeLimit in bytes; unset or zero is tmpfs's own default, half the memory (the
     kubelet would take the pod's memory limit, else all the node's allocatable memory)."""
-    from edge.edged.podspec import SpecError, memory_bytes  # podspec imports this module
-
     try:
         size = memory_bytes(source["sizeLimit"]) if source.get("sizeLimit") else 0
-    except SpecError as exc:
+    except BadQuantity as exc:
         raise ValueError(f"emptyDir.sizeLimit: {exc}") from exc
     return str(size) if size > 0 else "50%"
 

@@ -64,12 +64,15 @@ def adopted_status(status: dict[str, Any], name: str, container_id: str) -> dict
     return {}
 
 
+def all_statuses(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """Container and init container statuses of a pod status (names are unique across both)."""
+    return (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
+
+
 def api_restart_count(status: dict[str, Any], name: str) -> int:
     """The attempt number of container `name`'s last container as the API's pod status tells
-    it (after an edgecore restart), or -1 when it never started. Init containers too: a pod's
-    container names are unique across both lists."""
-    known = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
-    for c in known:
+    it (after an edgecore restart), or -1 when it never started; init containers too."""
+    for c in all_statuses(status):
         if c.get("name") == name and c.get("containerID"):
             return int(c.get("restartCount") or 0)
     return -1
@@ -145,11 +148,9 @@ class PodWorker:
     def container_running(self, name: str) -> bool:
         """Whether container `name` (or init container) may be running: the last status says
         so, or says nothing of it yet (just started, or edgecore just restarted)."""
-        status = self._last_status
-        known = (status.get("containerStatuses") or []) + (
-            status.get("initContainerStatuses") or []
-        )
-        states = [c.get("state") or {} for c in known if c.get("name") == name]
+        states = [
+            c.get("state") or {} for c in all_statuses(self._last_status) if c.get("name") == name
+        ]
         return not states or "running" in states[0]
 
     def update(self, pod: dict[str, Any] | None) -> None:

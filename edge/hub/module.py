@@ -34,6 +34,7 @@ from common.envelope import (
     make_error,
     make_stream_cancel,
     new_message,
+    parse_resource,
     validate,
 )
 from common.errors import BadMessage, UnknownModule
@@ -246,9 +247,11 @@ class EdgeHub:
     def _drop_event(self, msg: Message) -> bool:
         """Whether `msg` is a Kubernetes Event the backed-up outbox has no room for: Events
         are best-effort, and must not crowd out what may not be lost."""
-        parts = msg.route.resource.split("/", 2)
-        if len(parts) != 3 or parts[1] != ResourceType.EVENT:
-            return False
+        try:
+            if parse_resource(msg.route.resource).type != ResourceType.EVENT:
+                return False
+        except BadMessage:
+            return False  # not ours to judge: checked (and refused) where it is sent
         backed_up = self.outbox.pending(CLOUD) >= EVENT_BACKLOG
         if backed_up and not self._dropping_events:
             log.warning(

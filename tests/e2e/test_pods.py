@@ -346,23 +346,8 @@ async def test_container_logs_are_rotated_by_size_and_count(
     )
     try:
         await eventually(lambda: node_ready(cluster), 60, "edge-1 Ready")
-        chatty = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "chatty", "namespace": "default"},
-            "spec": {
-                "nodeName": "edge-1",
-                "terminationGracePeriodSeconds": 1,
-                "containers": [
-                    {
-                        "name": "c",
-                        "image": "kubeedge-py/busybox:latest",
-                        "imagePullPolicy": "Never",
-                        "command": ["sh", "-c", WRITE_LINES],
-                    }
-                ],
-            },
-        }
+        chatty = talker("chatty", WRITE_LINES)
+        chatty["spec"]["restartPolicy"] = "Always"
         await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(chatty))
 
         async def done_writing() -> bool:
@@ -389,24 +374,11 @@ WRITE_LINES = (
 
 
 def talker(name: str, script: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "nodeName": "edge-1",
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "c",
-                    "image": "kubeedge-py/busybox:latest",
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", script],
-                }
-            ],
-        },
-    }
+    """Pod NAME on edge-1: one busybox container `c` running `script`, never restarted."""
+    busybox = {"name": "c", "image": "kubeedge-py/busybox:latest", "imagePullPolicy": "Never"}
+    manifest = pod_on_edge_1(name, {**busybox, "command": ["sh", "-c", script]})
+    manifest["spec"].update(restartPolicy="Never", terminationGracePeriodSeconds=1)
+    return manifest
 
 
 async def follow_logs(cluster: Cluster, name: str) -> asyncio.subprocess.Process:

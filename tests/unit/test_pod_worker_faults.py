@@ -17,7 +17,7 @@ import grpc
 import pytest
 from cri.runtime.v1 import api_pb2 as cri
 
-from edge.edged import podspec, volumes
+from edge.edged import podspec, quantity, volumes
 from edge.edged.cri import CRIPermanentError, CRITemporaryError
 from edge.edged.events import EventRecorder
 from edge.edged.worker import (
@@ -188,8 +188,8 @@ async def test_an_unexpected_error_gets_the_pod_a_reason_and_one_traceback(
 def test_a_bad_cpu_quantity_or_base64_is_a_clear_error(tmp_path: Path) -> None:
     """What the API server would refuse but a tampered or old store may hold: `cpu: xm`, a
     secret whose data is not base64. Each is an error naming the problem, not a crash."""
-    with pytest.raises(podspec.SpecError, match="invalid cpu quantity 'xm'"):
-        podspec.cpu_millis("xm")
+    with pytest.raises(quantity.BadQuantity, match="invalid cpu quantity 'xm'"):
+        quantity.cpu_millis("xm")
     pod = {
         "metadata": {"name": "web", "namespace": "default", "uid": "3c3c3c3c-uid"},
         "spec": {"volumes": [{"name": "s", "secret": {"secretName": "bad"}}]},
