@@ -118,7 +118,8 @@ def node_status(runtime_version: str, *, ready: bool, message: str = "") -> dict
                 "reason": "EdgeReady" if ready else "RuntimeNotReady",
                 "message": message or ("edgecore is posting ready status" if ready else ""),
                 "lastHeartbeatTime": now,
-                "lastTransitionTime": now,
+                # No lastTransitionTime: cloudcore keeps the one in the API while the status
+                # stays the same and sets it when the status changes (upstream._conditions).
             }
         ],
         "nodeInfo": {

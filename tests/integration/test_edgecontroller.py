@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from cloud.edgecontroller.liveness import parse_time
 from common.envelope import new_message
 from common.names import Module, Operation
+from edge.edged.node import node_status as edged_node_status
 from tests.support.controllers import (
     EDGE_LABEL,
     FAST_CONTROLLERS,
@@ -399,6 +400,40 @@ async def test_node_status_merges_conditions(cloud: CloudStack, edge: EdgeStack,
     types = {c["type"] for c in node["status"]["conditions"]}
     assert types == {"Ready", "NetworkUnavailable"}
     assert ready_of(node)["lastHeartbeatTime"] and ready_of(node)["lastTransitionTime"]
+
+
+async def test_node_ready_keeps_its_transition_time_while_unchanged(
+    cloud: CloudStack, edge: EdgeStack, k8s: K8s
+) -> None:
+    """Regression: edgecore stamped lastTransitionTime on every report, so `kubectl describe
+    node` and the node lifecycle controller saw Ready change every few seconds. What edged
+    really sends (edged.node.node_status): the same status keeps its transition time, a new
+    status moves it."""
+    await make_edge_node(k8s)
+
+    async def send(ready: bool) -> None:
+        msg = report(f"null/nodestatus/{NODE}")
+        msg.node_status.node_name = NODE
+        status = edged_node_status("containerd://1.6", ready=ready)
+        msg.node_status.status_json = json.dumps(status).encode()
+        await send_up(edge, msg)
+
+    async def ready_after(status: str, heartbeat: str) -> dict[str, Any] | None:
+        ready = ready_of(await k8s.node(NODE))
+        fresh = ready.get("status") == status and ready.get("lastHeartbeatTime", "") > heartbeat
+        return ready if fresh else None
+
+    await send(True)
+    first = await eventually(lambda: ready_after("True", ""), what="Ready=True")
+    await asyncio.sleep(1.1)  # times have whole seconds
+    await send(True)
+    second = await eventually(
+        lambda: ready_after("True", first["lastHeartbeatTime"]), what="a later heartbeat"
+    )
+    assert second["lastTransitionTime"] == first["lastTransitionTime"]
+    await send(False)
+    third = await eventually(lambda: ready_after("False", ""), what="Ready=False")
+    assert third["lastTransitionTime"] > first["lastTransitionTime"]
 
 
 async def test_lease_is_created_then_renewed(cloud: CloudStack, edge: EdgeStack, k8s: K8s) -> None:

@@ -40,6 +40,10 @@ class FaultProxy:
         except OSError:
             writer.close()
             return
+        if self.blocked:  # block() came while this connection was being made: refuse it too
+            writer.close()
+            up_writer.close()
+            return
         self.connections += 1
         moving = asyncio.Event()
         moving.set()
