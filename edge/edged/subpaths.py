@@ -16,6 +16,7 @@ folder in place and is reported.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import re
 import stat
@@ -49,9 +50,11 @@ def pin(volume: Path, rel: str, target: Path) -> Path:
             target.mkdir(exist_ok=True)
         else:
             target.touch(exist_ok=True)
-        _call(
-            _libc.mount(f"/proc/self/fd/{fd}".encode(), bytes(target), None, MS_BIND, None), target
-        )
+        if _libc.mount(f"/proc/self/fd/{fd}".encode(), bytes(target), None, MS_BIND, None):
+            err = ctypes.get_errno()
+            if err == errno.ENOENT and target.exists():  # what was opened was removed since
+                raise OSError(err, f"subPath {rel!r} was removed while it was being mounted")
+            raise OSError(err, os.strerror(err), str(target))
     finally:
         os.close(fd)
     return target

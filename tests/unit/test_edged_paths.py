@@ -276,6 +276,29 @@ def test_an_element_turned_into_a_link_while_opening_is_refused(tmp_path: Path) 
         subpaths._open_beneath(volume, "a/b")  # opened as it was written: the link shows
 
 
+def test_a_subpath_removed_while_being_mounted_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a container sharing the volume removed the subPath folder between edged's
+    open and its bind mount; the error named only the mount target ('No such file or
+    directory: .../volume-subpaths/...'). It now says the subPath went away, and nothing is
+    mounted."""
+    volume = tmp_path / "vol"
+    (volume / "gone").mkdir(parents=True)
+    opened = subpaths._open_beneath
+
+    def open_then_remove(root: Path, rel: str) -> int:
+        fd = opened(root, rel)
+        (volume / "gone").rmdir()  # the neighbour's `rm -rf`, in the instant between
+        return fd
+
+    monkeypatch.setattr(subpaths, "_open_beneath", open_then_remove)
+    target = tmp_path / "pod" / "volume-subpaths" / "vol" / "c" / "0"
+    with pytest.raises(OSError, match="'gone' was removed while it was being mounted"):
+        subpaths.pin(volume, "gone", target)
+    assert not subpaths.is_mounted(target)
+
+
 def test_configmap_and_secret_volumes_are_mounted_read_only(tmp_path: Path) -> None:
     """Containers read configMap/secret volumes but cannot write them (as with the kubelet),
     so they cannot plant a link edged would write through; other volumes keep readOnly."""
