@@ -189,9 +189,9 @@ async def _mqtt_request(port: int, device_id: str, value: int) -> bool:
     procs: list[asyncio.subprocess.Process] = []
     try:
         sub = await _mosquitto(
-            procs, "mosquitto_sub", port, "-t", f"{topic}/result", "-C", "1", "-W", "5"
+            procs, "mosquitto_sub", port, "-t", f"{topic}/result", "-C", "1", "-W", "5", "-d"
         )
-        await asyncio.sleep(0.3)  # subscribed before the request goes out
+        await _subscribed(sub)  # before the request goes out, or its result is missed
         payload = json.dumps({"event_id": event_id, "twin": twin})
         pub = await _mosquitto(procs, "mosquitto_pub", port, "-q", "1", "-t", topic, "-m", payload)
         if await asyncio.wait_for(pub.wait(), 10) != 0:
@@ -204,18 +204,30 @@ async def _mqtt_request(port: int, device_id: str, value: int) -> bool:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+    # The one message: the line that is not one of -d's "Client ..." debug lines.
+    messages = [ln for ln in (out or b"").splitlines() if ln.startswith(b"{")]
     try:
-        result = json.loads(out or b"{}")
-    except ValueError:
+        result = json.loads(messages[-1])
+    except (ValueError, IndexError):
         return False
     return bool(result.get("event_id") == event_id and "twin" in result and "code" not in result)
+
+
+async def _subscribed(sub: asyncio.subprocess.Process) -> None:
+    """Until mosquitto_sub -d says its subscription is in place (TimeoutError after 10 s)."""
+    assert sub.stdout is not None
+    async with asyncio.timeout(10):
+        while line := await sub.stdout.readline():
+            if line.startswith(b"Subscribed (mid"):
+                return
+    raise TimeoutError("mosquitto_sub ended before it subscribed")
 
 
 async def _mosquitto(
     procs: list[asyncio.subprocess.Process], program: str, port: int, *args: str
 ) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
-        program, "-h", "127.0.0.1", "-p", str(port), *args,
+        "stdbuf", "-oL", program, "-h", "127.0.0.1", "-p", str(port), *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     procs.append(proc)

@@ -18,6 +18,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -38,6 +39,7 @@ from edge.edged.containerd import (
     socket_path_for,
 )
 from edge.edged.cri import CRI, CRINotFound
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -395,7 +397,13 @@ async def test_pause_image_exits_zero_on_sigterm(cri: CRI, pods: Pods) -> None:
     """The pause image, as its container's PID 1, exits 0 on SIGTERM well before the grace ends."""
     sandbox = await pods.sandbox("pause")
     container_id = await pods.container(sandbox, "pause", [], image=PAUSE)
-    await asyncio.sleep(0.2)  # let the shell install its trap
+
+    async def trapped() -> bool:  # PID 1 catches SIGTERM once the shell has run `trap`
+        reply = await cri.exec_sync(container_id, ["cat", "/proc/1/status"])
+        caught = [ln for ln in reply.stdout.decode().splitlines() if ln.startswith("SigCgt:")]
+        return bool(caught) and bool(int(caught[0].split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+    await eventually(trapped, 10, "the pause shell's SIGTERM trap")
     started = time.monotonic()
     await cri.stop_container(container_id, timeout=10)
     assert time.monotonic() - started < 5

@@ -156,13 +156,23 @@ async def test_grpcurl_can_speak_the_stream(cloudcore: Hub) -> None:
         "-d",
         json.dumps(keepalive),
         "-max-time",
-        "2",
+        "20",
         cloudcore.address,
         "kubeedge.hub.v1.HubService/Connect",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    # The stream stays open: read until the first reply is whole, then end grpcurl.
+    assert proc.stdout is not None
+    out = b""
+    try:
+        async with asyncio.timeout(30):
+            while b"\n}\n" not in out and (chunk := await proc.stdout.read(4096)):
+                out += chunk
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.communicate()
     reply = json.loads(out.decode().split("\n}\n")[0] + "\n}")
     (message,) = reply["messages"]
     assert message["route"]["operation"] == "keepalive"

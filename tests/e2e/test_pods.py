@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from edge.edged.cri import CRIError
 from tests.support.cluster import KUBECTL, Cluster
 from tests.support.edgenode import Node, node_ready, start_node
 from tests.support.waiting import eventually, free_port, http_get
@@ -148,12 +149,20 @@ async def test_crashing_and_unhealthy_containers_restart(stack: tuple[Cluster, N
         "terminated", {}
     )
     assert last.get("exitCode") == 3
-    reasons = {
-        (e["reason"], e["involvedObject"].get("fieldPath"))
-        for e in await events(cluster, "crasher")
+    wanted = {
+        ("BackOff", "spec.containers{fail}"),
+        ("Unhealthy", "spec.containers{sick}"),
+        ("Killing", "spec.containers{sick}"),
     }
-    assert ("BackOff", "spec.containers{fail}") in reasons
-    assert {("Unhealthy", "spec.containers{sick}"), ("Killing", "spec.containers{sick}")} <= reasons
+
+    async def reported() -> bool:  # Events travel on their own queue, after the status
+        found = {
+            (e["reason"], e["involvedObject"].get("fieldPath"))
+            for e in await events(cluster, "crasher")
+        }
+        return wanted <= found
+
+    await eventually(reported, 30, f"the Events {sorted(wanted)}")
 
 
 def pod_on_edge_1(name: str, *containers: dict[str, Any]) -> dict[str, Any]:
@@ -448,6 +457,15 @@ async def test_a_killed_containerd_is_started_again_and_its_pods_live_on(
 
     await eventually(restarted, 30, "a new containerd")
     await eventually(lambda: node_ready(cluster), 30, "edge-1 Ready")
+
+    async def serving() -> bool:  # the pid file is written when containerd is spawned
+        try:
+            await container_ids(node)
+        except CRIError:
+            return False
+        return True
+
+    await eventually(serving, 30, "the new containerd serving")
     assert await container_ids(node) == before
     await asyncio.sleep(2)  # a few pod syncs: still nothing recreated
     assert await container_ids(node) == before

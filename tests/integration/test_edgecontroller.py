@@ -496,7 +496,8 @@ async def test_silent_disconnected_node_becomes_unknown_then_ready_again(
             return ready_of(await k8s.node(NODE)).get("status") == value
 
         await eventually(lambda: ready_is("True"), what="Ready=True")
-        await asyncio.sleep(1.5)  # longer than the grace period: the stream keeps it alive
+        # Longer than the grace period: the stream keeps it alive.
+        await asyncio.sleep(FAST_CONTROLLERS["node_grace_period"] + 0.5)
         assert await ready_is("True")
     finally:
         await edge.stop()
@@ -720,19 +721,29 @@ async def test_metrics_endpoint_counts_hub_traffic(
 ) -> None:
     """GET /metrics shows per-node message counters, connected nodes and queue depth."""
     await make_pod_with_configmap(k8s)
-    await eventually(lambda: edge_holds(edge, "default/pod/web"), what="pod at the edge")
+    keys = ("default/pod/web", "default/configmap/settings", f"null/node/{NODE}")
+    await eventually(lambda: edge_holds(edge, *keys), what="objects at the edge")
     port = module(cloud, Module.METRICS).port
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as resp,
-    ):
-        assert resp.status == 200
-        text = await resp.text()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
+
+    async def scrape() -> dict[str, float]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
+            assert resp.status == 200
+            text = await resp.text()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    async def all_synced() -> dict[str, float] | None:  # the ledger counts acks as they come
+        samples = await scrape()
+        return samples if samples.get("kubeedge_synccontroller_objectsyncs") == 3 else None
+
+    samples = await eventually(all_synced, what="3 ObjectSyncs in the metrics")
     assert samples[f'kubeedge_hub_messages_sent_total{{node="{NODE}"}}'] >= 3
     assert samples[f'kubeedge_hub_messages_received_total{{node="{NODE}"}}'] >= 3
     assert samples["kubeedge_hub_connected_nodes"] == 1

@@ -26,7 +26,9 @@ from tests.support.waiting import eventually
 FAST_CONTROLLERS: dict[str, Any] = {
     "sync_period": 0.3,
     "node_monitor_period": 0.2,
-    "node_grace_period": 1.0,
+    # Above the stacks' keepalive timeout (1.5 s): one slow keepalive on a loaded machine
+    # drops the stream for a moment, and must not be enough to mark a live node Unknown.
+    "node_grace_period": 3.0,
     "kube_watch_timeout": 5.0,
     "log_timeout": 5.0,
 }

@@ -9,6 +9,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
+# The longest output line read (asyncio's default, 64 KiB, ends the reader on a long traceback
+# or a dumped object, and the child then blocks on a full pipe).
+LINE_LIMIT = 16 * 1024 * 1024
+
 
 class Proc:
     def __init__(self, args: Sequence[str], name: str) -> None:
@@ -26,6 +30,7 @@ class Proc:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
+            limit=LINE_LIMIT,
         )
         self._reader = asyncio.create_task(self._read(), name=f"proc-output:{self.name}")
         return self

@@ -8,6 +8,7 @@ import asyncio
 import threading
 
 from cloud.kube import Informer, event_queue
+from tests.support.waiting import eventually
 
 
 def informer(queue: asyncio.Queue) -> Informer:  # type: ignore[type-arg]
@@ -27,7 +28,8 @@ async def test_a_full_queue_holds_the_informer_thread_until_there_is_room() -> N
 
     thread = threading.Thread(target=watch_thread)
     thread.start()
-    await asyncio.sleep(0.5)
+    await eventually(lambda: queue.qsize() == 2 and emitted == [0, 1], 5, "two events queued")
+    await asyncio.sleep(0.3)
     assert queue.qsize() == 2 and emitted == [0, 1]  # the third waits for room
     got = [(await queue.get())[1]["object"]["n"] for _ in range(5)]
     await asyncio.to_thread(thread.join, 5)

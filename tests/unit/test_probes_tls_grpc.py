@@ -193,7 +193,7 @@ async def test_grpc_probe_of_a_closed_port_fails_quickly() -> None:
     """Nothing listening: UNAVAILABLE, well within timeoutSeconds."""
     started = time.monotonic()
     assert not await run_probe(grpc_probe(closed_port()), {"name": "app"}, "127.0.0.1", no_exec)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3  # timeoutSeconds is 1; a loaded machine adds
 
 
 async def test_grpc_probe_of_a_silent_server_fails_at_its_timeout_and_hangs_up() -> None:
@@ -206,7 +206,7 @@ async def test_grpc_probe_of_a_silent_server_fails_at_its_timeout_and_hangs_up()
         started = time.monotonic()
         try:
             assert not await run_probe(grpc_probe(port), {"name": "app"}, "127.0.0.1", no_exec)
-            assert 0.9 <= time.monotonic() - started < 1.6
+            assert 0.9 <= time.monotonic() - started < 3  # at timeoutSeconds (1), not 20 s
             await asyncio.wait_for(silent.hung_up.wait(), 2)
         finally:
             for writer in list(silent.open):  # ends their handlers: no task left behind
