@@ -50,11 +50,11 @@ def pin(volume: Path, rel: str, target: Path) -> Path:
             target.mkdir(exist_ok=True)
         else:
             target.touch(exist_ok=True)
-        if _libc.mount(f"/proc/self/fd/{fd}".encode(), bytes(target), None, MS_BIND, None):
-            err = ctypes.get_errno()
-            if err == errno.ENOENT and target.exists():  # what was opened was removed since
-                raise OSError(err, f"subPath {rel!r} was removed while it was being mounted")
-            raise OSError(err, os.strerror(err), str(target))
+        result = _libc.mount(f"/proc/self/fd/{fd}".encode(), bytes(target), None, MS_BIND, None)
+        if result and ctypes.get_errno() == errno.ENOENT and target.exists():
+            # What was opened was removed since (a container sharing the volume).
+            raise OSError(errno.ENOENT, f"subPath {rel!r} was removed while it was being mounted")
+        _call(result, target)
     finally:
         os.close(fd)
     return target

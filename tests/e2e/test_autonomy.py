@@ -169,7 +169,11 @@ async def cut_past_eviction(w: World) -> None:
     try:
         await eventually(tainted, 60, "the unreachable taint on edge-1")
     except pytest.fail.Exception as exc:
-        pytest.fail(f"{exc}\n{await lifecycle_report(w.cluster)}")
+        try:
+            report = await lifecycle_report(w.cluster)
+        except Exception as err:  # the timeout is the failure; a report that fails says so
+            report = f"(no lifecycle report: {err!r})"
+        pytest.fail(f"{exc}\n{report}")
     # Well past the eviction timeout: with --offline-eviction the pod is gone a few seconds
     # after the taint (the other test), so this much quiet means nothing will evict it.
     await asyncio.sleep(TOLERATION + 10)
