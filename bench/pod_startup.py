@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from cri.runtime.v1 import api_pb2 as pb
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 
+from common import kubeclient
 from edge.edged.containerd import ManagedContainerd, import_images
 from edge.edged.cri import CRI
 from keadm import pki
@@ -253,7 +254,7 @@ async def wait_for(check: Any, timeout: float, what: str) -> None:
 
 
 async def measure_stack(cp: ControlPlane, rounds: int, count: int) -> dict[str, Any]:
-    api = config.new_client_from_config(config_file=str(cp.kubeconfig))
+    api = kubeclient.ApiClient(cp.kubeconfig)
     core = client.CoreV1Api(api)
     await wait_node_ready(core)
     seen = RunningWatch(api)

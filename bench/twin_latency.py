@@ -38,8 +38,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 
+from common import kubeclient
 from edge.eventbus.mqtt import MQTTClient, Received
 from keadm import pki
 from keadm.controlplane import ControlPlane, ControlPlaneSettings
@@ -261,7 +262,7 @@ async def in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
 async def measure_latencies(
     kubeconfig: Path, mqtt_port: int, args: argparse.Namespace, fig: Figures
 ) -> None:
-    api = config.new_client_from_config(config_file=str(kubeconfig))
+    api = kubeclient.ApiClient(kubeconfig)
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     mapper = Mapper(mqtt_port)
     await mapper.start()

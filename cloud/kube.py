@@ -33,13 +33,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 from kubernetes.watch.watch import iter_resp_lines
 
 from cloud.kubeerrors import APIUnavailable, Gone, KubeAPIError, from_status
-from common.errors import ConfigError
+from common import kubeclient
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +109,8 @@ class Kube:
         self.custom = client.CustomObjectsApi(self._api)
 
     def _load(self) -> client.ApiClient:
-        cfg = client.Configuration()
-        try:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(self.kubeconfig), client_configuration=cfg
-            )
-        except (ConfigException, OSError) as exc:
-            raise ConfigError(f"cannot use kubeconfig {self.kubeconfig}: {exc}") from exc
-        cfg.connection_pool_maxsize = 32  # watches hold connections; calls need their own
-        return client.ApiClient(cfg)
+        # watches hold connections; calls need their own
+        return kubeclient.ApiClient(self.kubeconfig, pool_size=32)
 
     async def close(self) -> None:
         """Stop every informer, wait briefly for their threads, drop the client."""

@@ -498,9 +498,11 @@ async def _wait_connected(log_path: Path, timeout: float) -> None:
 
 
 async def _wait_node_ready(kubeconfig: Path, node: str, timeout: float) -> None:
-    from kubernetes import client, config
+    from kubernetes import client
 
-    api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    from common import kubeclient
+
+    api = kubeclient.ApiClient(kubeconfig)
     core = client.CoreV1Api(api)
     last = ""
     try:

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from common import certs, join
+from common import certs, join, kubeclient
+from common.errors import ConfigError
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
@@ -51,9 +52,9 @@ def parse_duration(text: str) -> dt.timedelta:
 
 def core_api(kubeconfig: Path) -> client.CoreV1Api:
     try:
-        api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-    except (config.ConfigException, OSError) as exc:
-        raise TokenError(f"cannot use kubeconfig {kubeconfig}: {exc}") from None
+        api = kubeclient.ApiClient(kubeconfig)
+    except ConfigError as exc:
+        raise TokenError(str(exc)) from None
     return client.CoreV1Api(api)
 
 

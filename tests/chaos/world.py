@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubernetes import client, config
+from kubernetes import client
 
+from common import kubeclient
 from edge.edged import subpaths
 from tests.support.cluster import Cluster, start_cluster, start_proc
 from tests.support.controlplane import TestControlPlane
@@ -144,7 +145,7 @@ class World:
             raise RuntimeError(f"reset of {edge.name} failed: {done.stdout}{done.stderr}")
 
     def api(self) -> client.ApiClient:
-        return config.new_client_from_config(str(self.cp.kubeconfig))
+        return kubeclient.ApiClient(self.cp.kubeconfig)
 
     # -- faults and their healing -----------------------------------------------------------
 

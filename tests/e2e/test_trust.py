@@ -240,6 +240,26 @@ async def test_foreign_expired_and_impostor_certificates_leave_the_real_node_alo
         await node_b.stop_and_reset()
 
 
+# -- credentials on disk -----------------------------------------------------------------------
+
+
+async def test_a_killed_cloudcore_leaves_no_key_in_the_temp_dir(
+    tmp_path: Path, kube: TestControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cloudcore's kubeconfig embeds its client key. The kubernetes client would write it to
+    a temp file removed only at a clean exit; cloudcore keeps it in memory instead, so a
+    SIGKILL (or an OOM kill) leaves nothing in TMPDIR."""
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    cluster = await start_cluster(tmp_path / "cloud", kube)
+    try:
+        await cluster.token()  # waits for the edge CA cloudcore writes through the API
+    finally:
+        await cluster.proc.kill()
+    assert sorted(p.name for p in scratch.iterdir()) == []
+
+
 # -- rotation ----------------------------------------------------------------------------------
 
 

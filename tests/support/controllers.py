@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from common import kubeclient
 from common.envelope import Message, make_error, new_message
 from common.names import Group, Module, Operation
 from tests.support.stack import CloudStack, EdgeStack
@@ -40,7 +41,7 @@ class K8s:
     """The official client against a kubeconfig, each call in a thread."""
 
     def __init__(self, kubeconfig: Path) -> None:
-        self.api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        self.api_client = kubeclient.ApiClient(kubeconfig)
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
         self.coordination = client.CoordinationV1Api(self.api_client)
