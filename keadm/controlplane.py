@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from common import ports
 from keadm import pki as pki_mod
 from keadm.processes import ProcessGroup, Spec
 
@@ -93,7 +94,7 @@ class ControlPlane:
         self.group = group
         self.data = cfg.data_dir.resolve()
         self.host, port = cfg.api_listen.rsplit(":", 1)
-        self.port = int(port) or _free_port(self.host)
+        self.port = int(port) or ports.free_port(self.host)
         self.pki = pki_mod.Pki(self.data / "pki")
 
     @property
@@ -398,11 +399,3 @@ def _decode(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw.decode(errors="replace")
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])

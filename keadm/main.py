@@ -138,7 +138,9 @@ def _up_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, required=True, help="where all state goes")
     p.add_argument("--node-name", default="edge-1", help="name of the edge node to start")
     p.add_argument(
-        "--api-listen", default="127.0.0.1:6443", help="HOST:PORT kube-apiserver serves on"
+        "--api-listen",
+        default="127.0.0.1:6443",
+        help="HOST:PORT kube-apiserver serves on (port 0: a free one, named in the kubeconfig)",
     )
     p.add_argument("--hub-listen", default="127.0.0.1:10000", help="cloudcore's hub address")
     p.add_argument(

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 # The longest output line read (asyncio's default, 64 KiB, ends the reader on a long traceback
 # or a dumped object, and the child then blocks on a full pipe).
 LINE_LIMIT = 16 * 1024 * 1024
+# The output lines kept: past this the older half is dropped (chaos trials run processes for
+# many minutes; the newest lines are the ones a test or a failure report reads).
+MAX_LINES = 100_000
 
 
 class Proc:
@@ -19,6 +22,9 @@ class Proc:
         self.args = list(args)
         self.name = name
         self.lines: list[str] = []
+        """The newest output lines (at most MAX_LINES)."""
+        self.dropped = 0
+        """How many older lines were dropped from `lines`."""
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._new_line = asyncio.Event()
@@ -39,17 +45,21 @@ class Proc:
         assert self._proc is not None and self._proc.stdout is not None
         while line := await self._proc.stdout.readline():
             self.lines.append(line.decode(errors="replace").rstrip())
+            if len(self.lines) > MAX_LINES:
+                drop = len(self.lines) - MAX_LINES // 2
+                del self.lines[:drop]
+                self.dropped += drop
             self._new_line.set()
 
     async def wait_line(self, needle: str, timeout: float = 20.0) -> str:
         """The first output line containing `needle` (waiting for it)."""
         async with asyncio.timeout(timeout):
-            seen = 0
+            seen = 0  # counted from the first line ever read
             while True:
-                for line in self.lines[seen:]:
+                for line in self.lines[max(0, seen - self.dropped) :]:
                     if needle in line:
                         return line
-                seen = len(self.lines)
+                seen = self.dropped + len(self.lines)
                 if self._proc is not None and self._proc.returncode is not None:
                     raise AssertionError(f"{self.name} exited: {self.output()}")
                 self._new_line.clear()
