@@ -623,6 +623,7 @@ class PodWorker:
                 log.error(
                     "edged: pod %s: clean-up failed, retrying in %.1fs: %s", self.key, delay, exc
                 )
+                self._event("FailedKillPod", f"error killing pod: {exc}", warning=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.timing.backoff_max)
 

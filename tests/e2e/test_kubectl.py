@@ -235,11 +235,17 @@ async def test_get_watch_sees_changes(cluster: Cluster) -> None:
 
 
 async def test_api_resources_lists_kubeedge_crds(cluster: Cluster) -> None:
-    """api-resources shows devices, devicemodels and the reliablesyncs kinds."""
+    """api-resources shows devices, devicemodels, the reliablesyncs kinds and the rules kinds
+    (served now, implemented later); explain reads their schemas."""
     out = await cluster.kubectl("api-resources")
-    for name in ("devices", "devicemodels", "objectsyncs", "clusterobjectsyncs"):
+    names = ("devices", "devicemodels", "objectsyncs", "clusterobjectsyncs", "rules")
+    for name in (*names, "ruleendpoints"):
         assert name in out
-    assert "devices.kubeedge.io/v1beta1" in out and "reliablesyncs.kubeedge.io/v1alpha1" in out
+    for group in ("devices.kubeedge.io/v1beta1", "reliablesyncs.kubeedge.io/v1alpha1"):
+        assert group in out
+    assert "rules.kubeedge.io/v1" in out
+    explained = await cluster.kubectl("explain", "ruleendpoints.spec")
+    assert "ruleEndpointType" in explained
 
 
 async def test_strict_field_validation(cluster: Cluster, tmp_path: Path) -> None:

@@ -87,7 +87,8 @@ async def test_a_sandbox_that_will_not_stop_is_retried_before_anything_is_releas
 ) -> None:
     """Regression (issue 10): StopPodSandbox failures were ignored, the volumes deleted and
     the pod reported gone, leaking the sandbox and its IP. Now clean-up is retried, and only
-    after the sandbox is stopped and removed are the folders removed and the pod reported."""
+    after the sandbox is stopped and removed are the folders removed and the pod reported;
+    each failure is a FailedKillPod Event about the pod (counted, as the kubelet's)."""
     uid = "0f0f0f0f-uid"
     pod_dir = volumes.pod_dir(tmp_path, uid)
     (pod_dir / "volumes" / "data").mkdir(parents=True)
@@ -111,10 +112,16 @@ async def test_a_sandbox_that_will_not_stop_is_retried_before_anything_is_releas
         gone=gone,
         timing=Timing(sync_interval=0.01, backoff_max=0.05),
         deleted=True,
+        events=EventRecorder("edge-1", lambda msg: sent.append(msg) or True),
     )
+    sent: list[Any] = []
     await asyncio.wait_for(worker.run(), 5)
     assert runtime.calls == ["stop", "stop", "stop", "remove"]
     assert reported == [uid]
+    events = [json.loads(msg.object.object_json) for msg in sent]
+    assert [(e["reason"], e["type"]) for e in events] == [("FailedKillPod", "Warning")]
+    assert "cni: busy" in events[0]["message"]
+    assert events[0]["involvedObject"]["uid"] == uid
 
 
 async def test_a_sandbox_that_will_not_start_shows_in_the_pod_status(tmp_path: Path) -> None:
