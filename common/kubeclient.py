@@ -4,7 +4,7 @@ The official client writes a kubeconfig's embedded `*-data` credentials (the cli
 among them) to files in the system temp dir and removes them at interpreter exit, so a
 process that is SIGKILLed, OOM-killed or crashes leaves its private key in /tmp. Here the
 embedded credentials go into anonymous memory files (memfd) instead, named to the client by
-`/proc/self/fd/N`; they vanish with the process however it ends, or at `close()`.
+`/proc/self/fd/N`; they vanish with the process however it ends, or with the client object.
 
 Used by cloudcore (cloud/kube.py), keadm and the tests: every process of the project that
 talks to a cluster loads its kubeconfig here.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -95,14 +96,19 @@ def _move_credentials(doc: dict[str, Any], base: Path, files: MemoryFiles) -> No
 
 
 class ApiClient(client.ApiClient):
-    """client.ApiClient for `kubeconfig`, owning its in-memory credentials."""
+    """client.ApiClient for `kubeconfig`, owning its in-memory credentials.
+
+    They are released with the client object, not at `close()`: like the official client, a
+    closed one still works (its connection pool reconnects), and its fds must not be reused
+    under it by another file while a caller still holds it."""
 
     def __init__(self, kubeconfig: Path, *, pool_size: int | None = None) -> None:
-        cfg, self._files = load(kubeconfig)
+        cfg, files = load(kubeconfig)
         if pool_size is not None:
             cfg.connection_pool_maxsize = pool_size
         super().__init__(cfg)
+        weakref.finalize(self, files.close)
 
     def close(self) -> None:
+        """Close the connection pool (credentials stay until the object goes)."""
         super().close()  # type: ignore[no-untyped-call]
-        self._files.close()

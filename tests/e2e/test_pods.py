@@ -306,6 +306,41 @@ async def test_a_host_network_pod_runs_with_the_nodes_address(
     assert status["podIP"] == status["hostIP"] != ""
 
 
+async def test_security_context_is_applied_in_the_container(stack: tuple[Cluster, Node]) -> None:
+    """Regression (issue 10): securityContext was ignored. In containerd, one container runs as
+    runAsUser/runAsGroup with the pod's supplementalGroups on a read-only root filesystem;
+    another, as root, keeps only the one capability it adds after dropping ALL."""
+    cluster, _ = stack
+    report = "id -u; id -g; id -G; grep CapEff /proc/self/status; touch /probe 2>&1; echo end"
+    manifest = talker("confined", report + "; sleep 3600")
+    user, caps = manifest["spec"]["containers"][0], dict(manifest["spec"]["containers"][0])
+    user["securityContext"] = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False}
+    caps["name"] = "caps"
+    caps["securityContext"] = {
+        "runAsUser": 0,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+    }
+    manifest["spec"]["containers"].append(caps)
+    manifest["spec"]["securityContext"] = {
+        "runAsUser": 1000,
+        "runAsGroup": 3000,
+        "supplementalGroups": [4000],
+    }
+    await cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+
+    async def logs(container: str) -> list[str] | None:
+        out = await cluster.kubectl("logs", "confined", "-c", container, check=False)
+        return out.splitlines() if "end" in out.splitlines() else None
+
+    confined = await eventually(lambda: logs("c"), 60, "the confined container's report")
+    assert confined[:2] == ["1000", "3000"]
+    assert set(confined[2].split()) == {"3000", "4000"}
+    assert "Read-only file system" in confined[4]
+    root = await eventually(lambda: logs("caps"), 30, "the root container's report")
+    assert root[0] == "0"
+    assert root[3].split() == ["CapEff:", "0000000000000400"]  # CAP_NET_BIND_SERVICE only
+
+
 def with_a_bad_archive(images: Path, folder: Path) -> Path:
     """A copy of the demo images, and `broken.tar`, which is no archive."""
     folder.mkdir()
