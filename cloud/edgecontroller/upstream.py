@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_SECONDS = 40
 SMP = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
+APPLY = "application/apply-patch+yaml"  # a JSON body is YAML too
+FIELD_MANAGER = "cloudcore"
 SHARDS = 4
 SHARD_QUEUE = 1000  # reports waiting per shard; then `submit` waits (backpressure)
 EVENT_QUEUE = 1000  # Events waiting; then an Event is dropped (best-effort)
@@ -311,16 +313,22 @@ class Upstream:
             metadata["ownerReferences"] = [
                 {"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid_of(owner)}
             ]
-        # Created without renewTime, then renewed by a patch: the client's create path turns a
-        # whole-second MicroTime into one the API server refuses (400), about 1 lease in 1000.
-        created = {k: v for k, v in spec.items() if k != "renewTime"}
+        # A new Lease is born renewed, in one server-side apply (which creates it, or renews it
+        # if another writer created it meanwhile). A Lease first created without renewTime
+        # wedges kube-controller-manager's node lifecycle controller: it keeps the renewTime-less
+        # copy forever (nil is never "before" anything) and, with NodeControllerLeaseCircuitBreaker,
+        # then refuses to judge the node at all, so a node cut off later is never marked or
+        # tainted. Not create(): the client's create parses the body into its model and writes a
+        # whole-second renewTime without the microseconds a MicroTime needs (a 400).
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
-        with contextlib.suppress(Conflict):  # created meanwhile: the patch below renews it
-            await self.kube.call(
-                api.create_namespaced_lease, LEASE_NAMESPACE, {**body, "spec": created}
-            )
         await self.kube.call(
-            api.patch_namespaced_lease, node, LEASE_NAMESPACE, {"spec": spec}, _content_type=MERGE
+            api.patch_namespaced_lease,
+            node,
+            LEASE_NAMESPACE,
+            {**body, "spec": spec},
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
         )
 
     # -- pods ------------------------------------------------------------------------------
