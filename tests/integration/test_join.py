@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ from common.envelope import new_message
 from common.names import Group, Operation
 from edge.hub.identity import NodeIdentity
 from edge.settings import EdgeSettings
-from keadm import tokens
 from tests.support.cluster import new_token
 from tests.support.controlplane import TestControlPlane
 from tests.support.stack import CloudStack, start_cloud
@@ -284,11 +284,13 @@ async def test_a_revoked_node_is_cut_off_and_can_join_again_with_a_new_token(
     creds = await node.ensure()
     channel, call = await open_stream(cloud.address, creds.channel())
     try:
-        await asyncio.to_thread(revoke, kube.kubeconfig, NODE)
+        said = await keadm_node_revoke(kube.kubeconfig, NODE)
         code, details = await ended_with(call, 10)
     finally:
         await channel.close()
     assert code == grpc.StatusCode.UNAUTHENTICATED and "revoked" in details
+    assert f"certificates of {NODE} issued up to" in said
+    assert f"keadm gettoken --node-name {NODE}" in said
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await node.renew()
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -303,12 +305,17 @@ async def test_a_revoked_node_is_cut_off_and_can_join_again_with_a_new_token(
     await channel.close()
 
 
-def revoke(kubeconfig: Path, node: str) -> None:
-    core = tokens.core_api(kubeconfig)
-    try:
-        tokens.revoke_node(core, node)
-    finally:
-        core.api_client.close()
+async def keadm_node_revoke(kubeconfig: Path, node: str) -> str:
+    """`keadm node revoke NODE` as an operator runs it; what it said (it must succeed)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "keadm.main", "node", "revoke", node, "--kubeconfig", str(kubeconfig)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
 
 
 @pytest.mark.cloud(node_cert_lifetime=1)
