@@ -122,6 +122,10 @@ class Upstream:
         ]
         self._events: asyncio.Queue[Message] = asyncio.Queue(event_queue_size)
         self._dropping = 0  # Events dropped since the queue was last found with room
+        # Per node (bounded by the nodes): the newest renewTime written to its Lease (ms) and
+        # the Node uid a write of its Lease's ownerReferences carried.
+        self._renewed: dict[str, int] = {}
+        self._owned: dict[str, str] = {}
 
     async def submit(self, msg: Message) -> None:
         """Queue a report, waiting while its shard is full; reports of one resource go to one
@@ -286,50 +290,82 @@ class Upstream:
         return out
 
     async def lease(self, node: str, name: str, renewal: Any) -> None:
+        """Renew node's Lease from its report: a merge patch, or a server-side apply that
+        creates it. Its renewTime only moves forward and the Lease is owned by the Node, as
+        kube-controller-manager's node lifecycle controller expects of a kubelet's Lease:
+        - the controller keeps the copy with the newest renewTime it saw and, with its Lease
+          circuit breaker (on in 1.37), stops judging a node whose live Lease has another
+          version; a write that does not move renewTime forward (a Lease created without one,
+          an older renewal landing after a newer one) would leave it there for good, and a
+          node cut off afterwards would never be marked or tainted;
+        - the owner makes the Lease go with its Node; it rides on a renewal (never a write of
+          its own, for the same reason) until one carried it."""
         _own(node, name)
         if renewal.node_name and renewal.node_name != node:
             raise Refused(f"node {node} may not renew the lease of {renewal.node_name}")
         renew_ms = renewal.renew_time_ms or int(datetime.now(UTC).timestamp() * 1000)
+        duration = renewal.lease_duration_seconds or DEFAULT_LEASE_SECONDS
+        last = self._renewed.get(node)
+        if last is not None and last - duration * 1000 < renew_ms <= last:
+            # An older renewal overtaken by a newer one (a resend, a backlog): nothing to do.
+            # One older by more than a lease's duration is the node's clock set back: written.
+            log.debug(
+                "edgecontroller: lease of %s at %d is not newer than %d", node, renew_ms, last
+            )
+            return
         spec = {
             "holderIdentity": node,
-            "leaseDurationSeconds": renewal.lease_duration_seconds or DEFAULT_LEASE_SECONDS,
+            "leaseDurationSeconds": duration,
             "renewTime": micro_time(renew_ms),
         }
+        await self._write_lease(node, spec)
+        self._renewed[node] = renew_ms
+
+    async def _node_ref(self, node: str) -> list[Obj]:
+        """ownerReferences naming the Node: from the cache or, just after it registered, from
+        the API; none if it is not registered yet (a later renewal brings the owner)."""
+        found = self.node_lookup(node)
+        if found is None:
+            try:
+                found = await self.kube.read(self.kube.core.read_node, node)
+            except NotFound:
+                return []
+        uid = uid_of(found)
+        return [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid}] if uid else []
+
+    async def _write_lease(self, node: str, spec: Obj) -> None:
         api = self.kube.coordination
+        cached = self.node_lookup(node)
+        owned = node in self._owned and (cached is None or self._owned[node] == uid_of(cached))
+        owner = [] if owned else await self._node_ref(node)
         try:
+            patch = (
+                {"metadata": {"ownerReferences": owner}, "spec": spec} if owner else {"spec": spec}
+            )
+            await self.kube.call(
+                api.patch_namespaced_lease, node, LEASE_NAMESPACE, patch, _content_type=MERGE
+            )
+        except NotFound:
+            # A new Lease is born renewed and owned, in one server-side apply (which creates
+            # it, or renews it if another writer created it meanwhile). Not create(): the
+            # client's create parses the body into its model and writes a whole-second
+            # renewTime without the microseconds a MicroTime needs (a 400).
+            owner = owner or await self._node_ref(node)
+            metadata: Obj = {"name": node, "namespace": LEASE_NAMESPACE}
+            if owner:
+                metadata["ownerReferences"] = owner
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
             await self.kube.call(
                 api.patch_namespaced_lease,
                 node,
                 LEASE_NAMESPACE,
-                {"spec": spec},
-                _content_type=MERGE,
+                {**body, "spec": spec},
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY,
             )
-            return
-        except NotFound:
-            pass
-        metadata: Obj = {"name": node, "namespace": LEASE_NAMESPACE}
-        owner = self.node_lookup(node)
-        if owner is not None and uid_of(owner):
-            metadata["ownerReferences"] = [
-                {"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid_of(owner)}
-            ]
-        # A new Lease is born renewed, in one server-side apply (which creates it, or renews it
-        # if another writer created it meanwhile). A Lease first created without renewTime
-        # wedges kube-controller-manager's node lifecycle controller: it keeps the renewTime-less
-        # copy forever (nil is never "before" anything) and, with NodeControllerLeaseCircuitBreaker,
-        # then refuses to judge the node at all, so a node cut off later is never marked or
-        # tainted. Not create(): the client's create parses the body into its model and writes a
-        # whole-second renewTime without the microseconds a MicroTime needs (a 400).
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
-        await self.kube.call(
-            api.patch_namespaced_lease,
-            node,
-            LEASE_NAMESPACE,
-            {**body, "spec": spec},
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=APPLY,
-        )
+        if owner:
+            self._owned[node] = owner[0]["uid"]
 
     # -- pods ------------------------------------------------------------------------------
 

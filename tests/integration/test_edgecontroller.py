@@ -4,7 +4,6 @@ real control plane, a real edge stack (edgehub + metamanager) over loopback gRPC
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -451,9 +450,12 @@ async def lease_versions(k8s: K8s, since: str) -> list[dict[str, Any]]:
             _preload_content=False,
         )
         try:
-            return [json.loads(line)["object"] for line in resp.data.splitlines() if line]
+            events = [json.loads(line) for line in resp.data.splitlines() if line]
         finally:
             resp.release_conn()
+        errors = [e["object"] for e in events if e["type"] == "ERROR"]
+        assert not errors, f"the watch failed: {errors}"
+        return [e["object"] for e in events]
 
     return await asyncio.to_thread(read)
 
@@ -464,8 +466,9 @@ async def test_lease_is_created_then_renewed(cloud: CloudStack, edge: EdgeStack,
     copy and stop judging the node), then move its renewTime. The first renewal is on a whole
     second, which a MicroTime must still carry with its microseconds."""
     await make_edge_node(k8s)
-    with contextlib.suppress(ApiException):  # left by an earlier test: this one creates it
-        await k8s.call(k8s.coordination.delete_namespaced_lease, NODE, "kube-node-lease")
+    with pytest.raises(ApiException) as absent:  # the fixture wipes Leases between tests
+        await k8s.call(k8s.coordination.read_namespaced_lease, NODE, "kube-node-lease")
+    assert absent.value.status == 404
     since = (await k8s.raw(k8s.coordination.list_namespaced_lease, "kube-node-lease"))["metadata"][
         "resourceVersion"
     ]

@@ -110,7 +110,15 @@ async def populate(world: World) -> None:
         }
         await k8s.call(k8s.core.create_namespaced_pod, NS, pod)
     await make_devices(k8s)
-    lease = {"metadata": {"name": B}, "spec": {"holderIdentity": B, "leaseDurationSeconds": 40}}
+    lease = {
+        "metadata": {"name": B},
+        "spec": {
+            "holderIdentity": B,
+            "leaseDurationSeconds": 40,
+            # Not a whole second: the client's create would drop the microseconds (a 400).
+            "renewTime": "2026-01-01T00:00:00.250000Z",
+        },
+    }
     await k8s.call(k8s.coordination.create_namespaced_lease, "kube-node-lease", lease)
     world.b_pod_uid = (await k8s.pod(f"{B}-pod"))["metadata"]["uid"]
     await settled(world)
@@ -300,7 +308,8 @@ async def assert_own_reports_apply(world: World) -> None:
             t.get("reported", {}).get("value") for t in device.get("status", {}).get("twins", [])
         ]
         conditions = (await k8s.node(A)).get("status", {}).get("conditions") or []
-        # The ack means accepted: Lease renewals have their own queue and land a little later.
+        # The ack means recorded: reports are applied by several workers, the Lease a little
+        # after the rest at times.
         leases = await k8s.raw(k8s.coordination.list_namespaced_lease, "kube-node-lease")
         holders = {
             item["metadata"]["name"]: item["spec"].get("holderIdentity") for item in leases["items"]

@@ -103,6 +103,9 @@ class FakeAPI:
     def patch_namespaced_lease(self, name: str, namespace: str, patch: Obj) -> None:
         pass
 
+    def read_node(self, name: str) -> Obj:
+        raise NotFound("404", 404)  # no Node: Leases are written without an owner
+
 
 PODS: dict[tuple[str, str], Obj] = {
     ("ns", "mine"): {"metadata": {"uid": "u1"}, "spec": {"nodeName": N}},
