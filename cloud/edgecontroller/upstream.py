@@ -321,10 +321,10 @@ class Upstream:
         await self._write_lease(node, spec)
         self._renewed[node] = renew_ms
 
-    async def _node_ref(self, node: str) -> list[Obj]:
-        """ownerReferences naming the Node: from the cache or, just after it registered, from
+    async def _node_ref(self, node: str, cached: Obj | None) -> list[Obj]:
+        """ownerReferences naming the Node: the cached one or, just after it registered, from
         the API; none if it is not registered yet (a later renewal brings the owner)."""
-        found = self.node_lookup(node)
+        found = cached
         if found is None:
             try:
                 found = await self.kube.read(self.kube.core.read_node, node)
@@ -337,11 +337,11 @@ class Upstream:
         api = self.kube.coordination
         cached = self.node_lookup(node)
         owned = node in self._owned and (cached is None or self._owned[node] == uid_of(cached))
-        owner = [] if owned else await self._node_ref(node)
+        owner = [] if owned else await self._node_ref(node, cached)
+        patch: Obj = {"spec": spec}
+        if owner:
+            patch["metadata"] = {"ownerReferences": owner}
         try:
-            patch = (
-                {"metadata": {"ownerReferences": owner}, "spec": spec} if owner else {"spec": spec}
-            )
             await self.kube.call(
                 api.patch_namespaced_lease, node, LEASE_NAMESPACE, patch, _content_type=MERGE
             )
@@ -350,7 +350,7 @@ class Upstream:
             # it, or renews it if another writer created it meanwhile). Not create(): the
             # client's create parses the body into its model and writes a whole-second
             # renewTime without the microseconds a MicroTime needs (a 400).
-            owner = owner or await self._node_ref(node)
+            owner = owner or await self._node_ref(node, cached)
             metadata: Obj = {"name": node, "namespace": LEASE_NAMESPACE}
             if owner:
                 metadata["ownerReferences"] = owner
